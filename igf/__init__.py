@@ -1,0 +1,29 @@
+"""igf: cross-modal fusion layers from DCMFNet (Iterative Gated Fusion).
+
+Public API:
+
+- :class:`IterativeGatedFusion` -- the IGF module (paper §3.1, Eq. 1-4).
+- :class:`BilinearFusionUnit` -- its multi-head bilinear fusion unit (Eq. 2).
+- :class:`ASGate`, :class:`ConvGRUGate`, :class:`ConvLSTMGate` -- its gating units (Eq. 3, Table 6).
+- :class:`IGFOutput`, :data:`OUTPUT_MODES`, :data:`GATES`, :class:`GateFactory`.
+"""
+
+from igf.fusion import BilinearFusionUnit
+from igf.gates import GATES, ASGate, ConvGRUGate, ConvLSTMGate, GateFactory
+from igf.iterative import OUTPUT_MODES, IGFOutput, IterativeGatedFusion, OutputMode
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ASGate",
+    "BilinearFusionUnit",
+    "ConvGRUGate",
+    "ConvLSTMGate",
+    "GATES",
+    "GateFactory",
+    "IGFOutput",
+    "IterativeGatedFusion",
+    "OUTPUT_MODES",
+    "OutputMode",
+    "__version__",
+]

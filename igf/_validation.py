@@ -1,0 +1,112 @@
+"""Input checks shared by the igf modules.
+
+Every check runs on shapes and dtypes only (no data-dependent control flow), so
+they cost nothing at run time and compile into guards under ``torch.compile``.
+Each raises a ``ValueError`` or ``TypeError`` that names what was expected and
+what was received, before any convolution sees the tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_positive_int",
+    "check_choice",
+    "check_tensor",
+    "check_channels",
+    "check_same_batch",
+    "check_same_spatial",
+    "check_parameter_dtype",
+]
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` if it is a positive ``int``; raise otherwise.
+
+    Raises:
+        TypeError: ``value`` is not an ``int`` (``bool`` is rejected too).
+        ValueError: ``value`` is not positive.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return value
+
+
+def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``choices``; raise a ``ValueError`` listing them otherwise."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_tensor(name: str, tensor: object, *, ndims: Sequence[int], layout: str) -> Tensor:
+    """Check that ``tensor`` is a floating-point tensor with one of ``ndims`` dimensions and no empty dim.
+
+    Args:
+        name: Argument name used in the error message.
+        tensor: The value to check.
+        ndims: Allowed numbers of dimensions.
+        layout: Human-readable expected shape, e.g. ``"(B, C, H, W)"``.
+
+    Raises:
+        TypeError: Not a tensor, or not a floating-point dtype.
+        ValueError: Wrong number of dimensions or a zero-size dimension.
+    """
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(tensor).__name__}")
+    if not tensor.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
+    if tensor.dim() not in ndims:
+        raise ValueError(
+            f"{name} must have shape {layout} ({' or '.join(map(str, ndims))} dims), "
+            f"got {tensor.dim()} dims with shape {tuple(tensor.shape)}"
+        )
+    if any(size == 0 for size in tensor.shape):
+        raise ValueError(f"{name} must not have a zero-size dimension, got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+def check_channels(name: str, tensor: Tensor, expected: int, *, dim: int = 1) -> None:
+    """Raise a ``ValueError`` unless ``tensor.shape[dim] == expected``."""
+    if tensor.shape[dim] != expected:
+        raise ValueError(
+            f"{name} must have {expected} channels in dim {dim} (as constructed), "
+            f"got {tensor.shape[dim]} in shape {tuple(tensor.shape)}"
+        )
+
+
+def check_same_batch(first_name: str, first: Tensor, second_name: str, second: Tensor) -> None:
+    """Raise a ``ValueError`` unless both tensors have the same batch size (no silent broadcast)."""
+    if first.shape[0] != second.shape[0]:
+        raise ValueError(
+            f"{first_name} and {second_name} must have the same batch size, "
+            f"got {first.shape[0]} (shape {tuple(first.shape)}) and "
+            f"{second.shape[0]} (shape {tuple(second.shape)})"
+        )
+
+
+def check_same_spatial(first_name: str, first: Tensor, second_name: str, second: Tensor) -> None:
+    """Raise a ``ValueError`` unless both maps share ``H x W``."""
+    if first.shape[-2:] != second.shape[-2:]:
+        raise ValueError(
+            f"{first_name} and {second_name} must have the same spatial size, "
+            f"got {tuple(first.shape[-2:])} and {tuple(second.shape[-2:])}"
+        )
+
+
+def check_parameter_dtype(name: str, tensor: Tensor, parameter: Tensor) -> None:
+    """Raise a ``TypeError`` if ``tensor`` and the module's weights differ in dtype outside autocast.
+
+    Under ``torch.autocast`` mixed dtypes are expected and resolved by autocast.
+    """
+    if tensor.dtype != parameter.dtype and not torch.is_autocast_enabled(tensor.device.type):
+        raise TypeError(
+            f"{name} has dtype {tensor.dtype} but the module's parameters are {parameter.dtype}; "
+            f"convert one of them (module.to(dtype)) or run under torch.autocast"
+        )

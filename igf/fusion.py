@@ -1,0 +1,129 @@
+"""The multi-head bilinear fusion unit of IGF (paper Eq. 2, Fig. 4)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import reduce
+from torch import Tensor, nn
+
+from igf._validation import (
+    check_channels,
+    check_parameter_dtype,
+    check_positive_int,
+    check_same_batch,
+    check_same_spatial,
+    check_tensor,
+)
+
+__all__ = ["BilinearFusionUnit"]
+
+
+class BilinearFusionUnit(nn.Module):
+    r"""Multi-head bilinear (MUTAN-style) fusion of a guidance and a guided feature.
+
+    Computes Eq. 2 of the paper for all heads at once:
+
+    .. math::
+
+        F = \tanh\Big(\sum_{i=1}^{h} \tanh(W_{1,i}\, x) \odot \tanh(W_{2,i}\, G)\Big)
+
+    Each of :math:`W_1` and :math:`W_2` is stored as one dense 1x1 convolution
+    with ``heads * guided_channels`` outputs laid out head-major ``(h c)``;
+    the head sum is an ``einops.reduce`` over ``h``.
+
+    A vector guidance ``(B, C_l)`` is projected with a matrix product and
+    broadcast over ``H x W``; it is never tiled to a map first.
+
+    Args:
+        guidance_channels: :math:`C'_l`, channels of the guidance ``x``.
+        guided_channels: :math:`C'_v`, channels of the guided ``G`` and of the output.
+        heads: Number of bilinear heads :math:`h` (paper: 5).
+        device: Factory argument for the parameters.
+        dtype: Factory argument for the parameters.
+
+    Inputs:
+        - **guidance**: ``(B, C_l)`` vector or ``(B, C_l, H, W)`` map.
+        - **guided**: ``(B, C_v, H, W)``.
+
+    Returns:
+        The fused feature ``F`` of shape ``(B, C_v, H, W)``.
+
+    Raises:
+        ValueError: Non-positive sizes, or inputs whose shapes do not match the
+            constructor (dims, channels, batch size, spatial size).
+        TypeError: Non-tensor or non-floating-point inputs.
+
+    Example:
+        >>> import torch
+        >>> from igf import BilinearFusionUnit
+        >>> unit = BilinearFusionUnit(16, 32, heads=5)
+        >>> sentence = torch.randn(2, 16)
+        >>> visual = torch.randn(2, 32, 8, 8)
+        >>> unit(sentence, visual).shape
+        torch.Size([2, 32, 8, 8])
+    """
+
+    def __init__(
+        self,
+        guidance_channels: int,
+        guided_channels: int,
+        *,
+        heads: int = 5,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.guidance_channels = check_positive_int("guidance_channels", guidance_channels)
+        self.guided_channels = check_positive_int("guided_channels", guided_channels)
+        self.heads = check_positive_int("heads", heads)
+        self.proj_guidance = nn.Conv2d(guidance_channels, heads * guided_channels, 1, **factory)
+        self.proj_guided = nn.Conv2d(guided_channels, heads * guided_channels, 1, **factory)
+
+    def encode_guidance(self, guidance: Tensor) -> Tensor:
+        """Compute the guidance branch ``tanh(W1 x)`` of all heads.
+
+        The branch does not depend on the guided feature, so a caller that
+        fuses the same guidance repeatedly computes it once.
+
+        Args:
+            guidance: ``(B, C_l)`` vector or ``(B, C_l, H, W)`` map (not checked).
+
+        Returns:
+            ``(B, h * C_v, 1, 1)`` for a vector (ready to broadcast) or
+            ``(B, h * C_v, H, W)`` for a map.
+        """
+        if guidance.dim() == 2:
+            projected = F.linear(guidance, self.proj_guidance.weight.flatten(1), self.proj_guidance.bias)
+            return torch.tanh(projected)[:, :, None, None]
+        return torch.tanh(self.proj_guidance(guidance))
+
+    def fuse(self, encoded_guidance: Tensor, guided: Tensor) -> Tensor:
+        """Fuse a pre-computed guidance branch with the guided feature (inputs not checked).
+
+        Args:
+            encoded_guidance: Output of :meth:`encode_guidance`.
+            guided: ``(B, C_v, H, W)``.
+
+        Returns:
+            ``(B, C_v, H, W)``.
+        """
+        guided_heads = torch.tanh(self.proj_guided(guided))
+        summed = reduce(encoded_guidance * guided_heads, "b (h c) x y -> b c x y", "sum", h=self.heads)
+        return torch.tanh(summed)
+
+    def forward(self, guidance: Tensor, guided: Tensor) -> Tensor:
+        check_tensor("guided", guided, ndims=(4,), layout="(B, C_v, H, W)")
+        check_tensor("guidance", guidance, ndims=(2, 4), layout="(B, C_l) or (B, C_l, H, W)")
+        check_channels("guided", guided, self.guided_channels)
+        check_channels("guidance", guidance, self.guidance_channels)
+        check_same_batch("guidance", guidance, "guided", guided)
+        if guidance.dim() == 4:
+            check_same_spatial("guidance", guidance, "guided", guided)
+        check_parameter_dtype("guided", guided, self.proj_guided.weight)
+        check_parameter_dtype("guidance", guidance, self.proj_guidance.weight)
+        return self.fuse(self.encode_guidance(guidance), guided)
+
+    def extra_repr(self) -> str:
+        return f"guidance_channels={self.guidance_channels}, guided_channels={self.guided_channels}, heads={self.heads}"

@@ -1,0 +1,248 @@
+"""Gating units of IGF: ASGate (paper Eq. 3, Fig. 5) and the ConvGRU / ConvLSTM alternatives (Table 6).
+
+Every gate has the same call shape, which is also the contract for a custom gate
+passed to :class:`~igf.IterativeGatedFusion`::
+
+    new_hidden, new_cell = gate(fused, hidden, cell)
+
+``fused`` is the fusion unit's output :math:`F_t`, ``hidden`` the previous gate
+output :math:`G_{t-1}` (both ``(B, C, H, W)``), and ``cell`` an optional extra
+recurrent state (only :class:`ConvLSTMGate` uses it; the others return ``None``).
+A gate is built as ``factory(channels, *, kernel_size, device, dtype)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from igf._validation import check_channels, check_positive_int, check_tensor
+
+__all__ = ["ASGate", "ConvGRUGate", "ConvLSTMGate", "GateFactory", "GATES"]
+
+
+class GateFactory(Protocol):
+    """Anything that builds a gate module: a gate class or a function with this signature."""
+
+    def __call__(
+        self,
+        channels: int,
+        *,
+        kernel_size: int,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> nn.Module: ...
+
+
+def _check_kernel_size(kernel_size: int) -> int:
+    check_positive_int("kernel_size", kernel_size)
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd so that padding keeps H x W, got {kernel_size}")
+    return kernel_size
+
+
+class _ConvGate(nn.Module):
+    """Shared constructor arguments and input checks of the convolutional gates."""
+
+    def __init__(self, channels: int, kernel_size: int) -> None:
+        super().__init__()
+        self.channels = check_positive_int("channels", channels)
+        self.kernel_size = _check_kernel_size(kernel_size)
+
+    def _check_inputs(self, fused: Tensor, hidden: Tensor, cell: Tensor | None) -> None:
+        check_tensor("fused", fused, ndims=(4,), layout="(B, C, H, W)")
+        check_tensor("hidden", hidden, ndims=(4,), layout="(B, C, H, W)")
+        check_channels("fused", fused, self.channels)
+        if hidden.shape != fused.shape:
+            raise ValueError(
+                f"hidden must have the shape of fused {tuple(fused.shape)}, got {tuple(hidden.shape)}"
+            )
+        if cell is not None and cell.shape != fused.shape:
+            raise ValueError(f"cell must have the shape of fused {tuple(fused.shape)}, got {tuple(cell.shape)}")
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, kernel_size={self.kernel_size}"
+
+
+class ASGate(_ConvGate):
+    r"""Adaptive Selection Gate (paper Eq. 3).
+
+    .. math::
+
+        z_t &= \sigma(W_z * (F_t + G_{t-1}) + b_z) \\
+        f_t &= F_t \odot z_t \\
+        G_t &= \tanh(W_g * [F_t; f_t] + b_g)
+
+    Args:
+        channels: :math:`C'_v`, channels of ``fused`` and ``hidden``.
+        kernel_size: Odd kernel size of both convolutions (paper: 3).
+        device: Factory argument for the parameters.
+        dtype: Factory argument for the parameters.
+
+    Inputs:
+        - **fused**: :math:`F_t`, ``(B, C, H, W)``.
+        - **hidden**: :math:`G_{t-1}`, ``(B, C, H, W)``.
+        - **cell**: ignored; accepted for the common gate call shape.
+
+    Returns:
+        ``(G_t, None)`` with ``G_t`` of shape ``(B, C, H, W)``.
+
+    State dict keys: ``conv_z`` (:math:`W_z`), ``conv_g`` (:math:`W_g`).
+    At ``channels=256`` it has 1,769,984 parameters (paper Table 6).
+
+    Example:
+        >>> import torch
+        >>> from igf import ASGate
+        >>> gate = ASGate(8)
+        >>> fused, hidden = torch.randn(2, 8, 5, 5), torch.randn(2, 8, 5, 5)
+        >>> new_hidden, _ = gate(fused, hidden)
+        >>> new_hidden.shape
+        torch.Size([2, 8, 5, 5])
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        kernel_size: int = 3,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(channels, kernel_size)
+        factory = {"device": device, "dtype": dtype}
+        padding = kernel_size // 2
+        self.conv_z = nn.Conv2d(channels, channels, kernel_size, padding=padding, **factory)
+        self.conv_g = nn.Conv2d(2 * channels, channels, kernel_size, padding=padding, **factory)
+
+    def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, None]:
+        self._check_inputs(fused, hidden, None)
+        selection = torch.sigmoid(self.conv_z(fused + hidden))
+        selected = fused * selection
+        return torch.tanh(self.conv_g(torch.cat([fused, selected], dim=1))), None
+
+
+class ConvGRUGate(_ConvGate):
+    r"""Convolutional GRU cell as an IGF gate (paper Table 6), with :math:`F_t` as input.
+
+    .. math::
+
+        [r_t; u_t] &= \sigma(W_{ru} * [F_t; G_{t-1}] + b_{ru}) \\
+        \tilde n_t &= \tanh(W_n * [F_t; r_t \odot G_{t-1}] + b_n) \\
+        G_t &= (1 - u_t) \odot G_{t-1} + u_t \odot \tilde n_t
+
+    Args:
+        channels: :math:`C'_v`, channels of ``fused`` and ``hidden``.
+        kernel_size: Odd kernel size of both convolutions (paper: 3).
+        device: Factory argument for the parameters.
+        dtype: Factory argument for the parameters.
+
+    Inputs:
+        - **fused**: :math:`F_t`, ``(B, C, H, W)``.
+        - **hidden**: :math:`G_{t-1}`, ``(B, C, H, W)``.
+        - **cell**: ignored; accepted for the common gate call shape.
+
+    Returns:
+        ``(G_t, None)`` with ``G_t`` of shape ``(B, C, H, W)``.
+
+    State dict keys: ``conv_gates`` (reset then update channels), ``conv_candidate``.
+    At ``channels=256`` it has 3,539,712 parameters (paper Table 6).
+
+    Example:
+        >>> import torch
+        >>> from igf import ConvGRUGate
+        >>> gate = ConvGRUGate(8)
+        >>> new_hidden, _ = gate(torch.randn(1, 8, 4, 6), torch.randn(1, 8, 4, 6))
+        >>> new_hidden.shape
+        torch.Size([1, 8, 4, 6])
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        kernel_size: int = 3,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(channels, kernel_size)
+        factory = {"device": device, "dtype": dtype}
+        padding = kernel_size // 2
+        self.conv_gates = nn.Conv2d(2 * channels, 2 * channels, kernel_size, padding=padding, **factory)
+        self.conv_candidate = nn.Conv2d(2 * channels, channels, kernel_size, padding=padding, **factory)
+
+    def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, None]:
+        self._check_inputs(fused, hidden, None)
+        reset, update = torch.sigmoid(self.conv_gates(torch.cat([fused, hidden], dim=1))).chunk(2, dim=1)
+        candidate = torch.tanh(self.conv_candidate(torch.cat([fused, reset * hidden], dim=1)))
+        return torch.lerp(hidden, candidate, update), None
+
+
+class ConvLSTMGate(_ConvGate):
+    r"""Convolutional LSTM cell (no peepholes) as an IGF gate (paper Table 6).
+
+    .. math::
+
+        [i_t; f_t; o_t] &= \sigma(\cdot),\ g_t = \tanh(\cdot)
+            \ \text{ of }\ W * [F_t; G_{t-1}] + b \\
+        c_t &= f_t \odot c_{t-1} + i_t \odot g_t \\
+        G_t &= o_t \odot \tanh(c_t)
+
+    The cell state starts at zero with ``hidden``'s dtype, device and shape.
+
+    Args:
+        channels: :math:`C'_v`, channels of ``fused`` and ``hidden``.
+        kernel_size: Odd kernel size of the convolution (paper: 3).
+        device: Factory argument for the parameters.
+        dtype: Factory argument for the parameters.
+
+    Inputs:
+        - **fused**: :math:`F_t`, ``(B, C, H, W)``.
+        - **hidden**: :math:`G_{t-1}`, ``(B, C, H, W)``.
+        - **cell**: :math:`c_{t-1}`, ``(B, C, H, W)``, or ``None`` for zeros.
+
+    Returns:
+        ``(G_t, c_t)``, both ``(B, C, H, W)``.
+
+    State dict key: ``conv`` with output channels ordered ``(i, f, o, g)``.
+    At ``channels=256`` it has 4,719,616 parameters (paper Table 6).
+
+    Example:
+        >>> import torch
+        >>> from igf import ConvLSTMGate
+        >>> gate = ConvLSTMGate(8)
+        >>> hidden, cell = gate(torch.randn(1, 8, 4, 4), torch.randn(1, 8, 4, 4))
+        >>> hidden, cell = gate(torch.randn(1, 8, 4, 4), hidden, cell)
+        >>> cell.shape
+        torch.Size([1, 8, 4, 4])
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        kernel_size: int = 3,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(channels, kernel_size)
+        factory = {"device": device, "dtype": dtype}
+        self.conv = nn.Conv2d(2 * channels, 4 * channels, kernel_size, padding=kernel_size // 2, **factory)
+
+    def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._check_inputs(fused, hidden, cell)
+        gates = self.conv(torch.cat([fused, hidden], dim=1))
+        input_gate, forget_gate, output_gate, candidate = gates.chunk(4, dim=1)
+        new_cell = torch.sigmoid(input_gate) * torch.tanh(candidate)
+        if cell is not None:
+            new_cell = new_cell + torch.sigmoid(forget_gate) * cell
+        return torch.sigmoid(output_gate) * torch.tanh(new_cell), new_cell
+
+
+GATES: Mapping[str, GateFactory] = MappingProxyType(
+    {"asgate": ASGate, "convgru": ConvGRUGate, "convlstm": ConvLSTMGate}
+)
+"""Built-in gates by the name :class:`~igf.IterativeGatedFusion` accepts for ``gate=``."""

@@ -1,0 +1,284 @@
+"""Iterative Gated Fusion, the IGF module of DCMFNet (paper §3.1, Eq. 1-4, Fig. 3)."""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple, overload
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
+
+from igf._validation import (
+    check_channels,
+    check_choice,
+    check_parameter_dtype,
+    check_positive_int,
+    check_same_batch,
+    check_tensor,
+)
+from igf.fusion import BilinearFusionUnit
+from igf.gates import GATES, GateFactory
+
+__all__ = ["IterativeGatedFusion", "IGFOutput", "OUTPUT_MODES", "OutputMode"]
+
+OutputMode = Literal["all_fusions", "last_fusion", "last_gate", "fusions_and_last_gate"]
+
+OUTPUT_MODES: tuple[str, ...] = ("all_fusions", "last_fusion", "last_gate", "fusions_and_last_gate")
+"""The output modes of paper Table 5, by the name ``output_mode=`` accepts."""
+
+# Modes whose output reads the last gate's G_L; in the others the last gate is never built.
+_MODES_USING_LAST_GATE = ("last_gate", "fusions_and_last_gate")
+# Modes whose output concatenates L maps rather than one.
+_MODES_CONCATENATING = ("all_fusions", "fusions_and_last_gate")
+
+
+class IGFOutput(NamedTuple):
+    """Output of :class:`IterativeGatedFusion` with ``return_intermediates=True``.
+
+    Attributes:
+        output: The IGF output, ``(B, out_channels, H, W)``.
+        fusions: ``(F_1, ..., F_L)``, each ``(B, C'_v, H, W)``.
+        gates: ``(G_1, ..., G_k)``, each ``(B, C'_v, H, W)``; ``k = L - 1`` in
+            the ``all_fusions`` and ``last_fusion`` modes (``G_L`` is never
+            computed there) and ``k = L`` otherwise.
+    """
+
+    output: Tensor
+    fusions: tuple[Tensor, ...]
+    gates: tuple[Tensor, ...]
+
+
+class IterativeGatedFusion(nn.Module):
+    r"""Iterative Gated Fusion: a guidance feature steers a guided feature map over L fusion-gate steps.
+
+    With ``x = Conv1x1(X)`` and ``G_0 = Conv1x1(Y)``, each step :math:`t = 1..L`
+    fuses and gates (Eq. 1-3)
+
+    .. math::
+
+        F_t = \mathrm{Fusion}_t(x, G_{t-1}), \qquad G_t = \mathrm{Gate}_t(F_t, G_{t-1}),
+
+    and the output (Eq. 4, default mode) is :math:`\mathrm{Conv3x3}([F_1; \dots; F_L])`,
+    shaped like the guided input, so IGF can replace ``Y`` in a network.
+
+    Guidance can be a vector ``(B, C_x)`` (e.g. a sentence embedding): it is
+    projected once as a vector and broadcast, never tiled to ``(B, C, H, W)``.
+    Or it can be a map ``(B, C_x, h, w)`` of any size (e.g. coarser visual
+    features): it is resized bilinearly to the guided map's ``H x W``. Since
+    bilinear resizing and a 1x1 convolution commute, the projection runs at the
+    smaller of the two resolutions. A ``1 x 1`` map is treated as a vector. The
+    guidance branch ``tanh(W1 x)`` of every fusion unit is computed once per
+    forward, not once per use.
+
+    Args:
+        guidance_channels: :math:`C_x`, channels of the guidance input.
+        guided_channels: :math:`C_y`, channels of the guided input.
+        num_layers: Number of fusion-gate steps :math:`L` (paper: 5).
+        heads: Bilinear heads per fusion unit (paper: 5).
+        gate: ``"asgate"`` (paper, default), ``"convgru"``, ``"convlstm"``, or a
+            :class:`~igf.gates.GateFactory` such as a gate class: called as
+            ``gate(hidden_channels, kernel_size=..., device=..., dtype=...)``
+            and returning a module with the call shape of :class:`~igf.ASGate`.
+        hidden_channels: :math:`C'_v`, width of the iterated state ``G_t`` and
+            ``F_t``. Default: ``guided_channels`` (the paper uses ``C_y / 2``
+            in its first two encoder IGFs to save memory).
+        guidance_hidden_channels: :math:`C'_l`, width of the projected guidance
+            ``x``. Default: ``hidden_channels``.
+        out_channels: Channels of the output. Default: ``guided_channels``.
+        output_mode: What the output convolution reads (paper Table 5):
+            ``"all_fusions"`` (default, Eq. 4) ``[F_1..F_L]``; ``"last_fusion"``
+            ``F_L``; ``"last_gate"`` ``G_L``; ``"fusions_and_last_gate"``
+            ``[F_1..F_{L-1}; G_L]``. Only modules whose output is read are built:
+            in ``"all_fusions"`` and ``"last_fusion"`` there are ``L - 1`` gates.
+        kernel_size: Odd kernel size of the gates' and the output convolutions (paper: 3).
+        checkpoint: Recompute each step's activations in the backward pass
+            instead of storing them (activation checkpointing), trading
+            compute for memory in training. No effect without autograd.
+        device: Factory argument for the parameters.
+        dtype: Factory argument for the parameters.
+
+    Inputs:
+        - **guidance**: ``(B, C_x)`` vector or ``(B, C_x, h, w)`` map, any ``h, w``.
+        - **guided**: ``(B, C_y, H, W)``.
+        - **return_intermediates** (keyword): also return every ``F_t`` and ``G_t``.
+
+    Returns:
+        ``(B, out_channels, H, W)``, or an :class:`IGFOutput` when
+        ``return_intermediates=True``.
+
+    Raises:
+        ValueError: Non-positive sizes, unknown gate or output mode, or inputs
+            whose shapes do not match the constructor (number of dims,
+            channels, batch size) or have a zero-size dimension.
+        TypeError: Non-tensor or non-floating-point inputs, inputs whose dtype
+            differs from the parameters' outside autocast, or a ``gate`` that is
+            neither a known name nor callable.
+
+    State dict keys: ``guidance_proj``, ``guided_proj`` (1x1 convolutions),
+    ``fusions.{t}`` (:class:`~igf.BilinearFusionUnit`), ``gates.{t}``,
+    ``out_proj``.
+
+    Example:
+        >>> import torch
+        >>> from igf import IterativeGatedFusion
+        >>> igf = IterativeGatedFusion(768, 256, num_layers=5, hidden_channels=128)
+        >>> sentence = torch.randn(2, 768)
+        >>> visual = torch.randn(2, 256, 30, 30)
+        >>> igf(sentence, visual).shape
+        torch.Size([2, 256, 30, 30])
+        >>> coarse = torch.randn(2, 768, 15, 15)
+        >>> out = igf(coarse, visual, return_intermediates=True)
+        >>> len(out.fusions), len(out.gates)
+        (5, 4)
+    """
+
+    def __init__(
+        self,
+        guidance_channels: int,
+        guided_channels: int,
+        *,
+        num_layers: int = 5,
+        heads: int = 5,
+        gate: str | GateFactory = "asgate",
+        hidden_channels: int | None = None,
+        guidance_hidden_channels: int | None = None,
+        out_channels: int | None = None,
+        output_mode: OutputMode = "all_fusions",
+        kernel_size: int = 3,
+        checkpoint: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.guidance_channels = check_positive_int("guidance_channels", guidance_channels)
+        self.guided_channels = check_positive_int("guided_channels", guided_channels)
+        self.num_layers = check_positive_int("num_layers", num_layers)
+        check_positive_int("heads", heads)
+        hidden_channels = guided_channels if hidden_channels is None else hidden_channels
+        self.hidden_channels = check_positive_int("hidden_channels", hidden_channels)
+        guidance_hidden_channels = hidden_channels if guidance_hidden_channels is None else guidance_hidden_channels
+        check_positive_int("guidance_hidden_channels", guidance_hidden_channels)
+        out_channels = guided_channels if out_channels is None else out_channels
+        self.out_channels = check_positive_int("out_channels", out_channels)
+        self.output_mode = check_choice("output_mode", output_mode, OUTPUT_MODES)
+        check_positive_int("kernel_size", kernel_size)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd so that padding keeps H x W, got {kernel_size}")
+        self.checkpoint = bool(checkpoint)
+        gate_factory = _resolve_gate(gate)
+
+        self.guidance_proj = nn.Conv2d(guidance_channels, guidance_hidden_channels, 1, **factory)
+        self.guided_proj = nn.Conv2d(guided_channels, hidden_channels, 1, **factory)
+        self.fusions = nn.ModuleList(
+            BilinearFusionUnit(guidance_hidden_channels, hidden_channels, heads=heads, **factory)
+            for _ in range(num_layers)
+        )
+        num_gates = num_layers if output_mode in _MODES_USING_LAST_GATE else num_layers - 1
+        self.gates = nn.ModuleList(
+            gate_factory(hidden_channels, kernel_size=kernel_size, **factory) for _ in range(num_gates)
+        )
+        read_maps = num_layers if output_mode in _MODES_CONCATENATING else 1
+        self.out_proj = nn.Conv2d(
+            read_maps * hidden_channels, out_channels, kernel_size, padding=kernel_size // 2, **factory
+        )
+
+    @overload
+    def forward(self, guidance: Tensor, guided: Tensor, *, return_intermediates: Literal[False] = ...) -> Tensor: ...
+
+    @overload
+    def forward(self, guidance: Tensor, guided: Tensor, *, return_intermediates: Literal[True]) -> IGFOutput: ...
+
+    def forward(self, guidance: Tensor, guided: Tensor, *, return_intermediates: bool = False) -> Tensor | IGFOutput:
+        self._check_inputs(guidance, guided)
+        guidance = self._project_guidance(guidance, (guided.shape[-2], guided.shape[-1]))
+        hidden = self.guided_proj(guided)
+        cell: Tensor | None = None
+        fusions: list[Tensor] = []
+        gates: list[Tensor] = []
+        for step in range(self.num_layers):
+            if self.checkpoint and torch.is_grad_enabled():
+                fused, next_hidden, next_cell = activation_checkpoint(
+                    self._step, step, guidance, hidden, cell, use_reentrant=False
+                )
+            else:
+                fused, next_hidden, next_cell = self._step(step, guidance, hidden, cell)
+            fusions.append(fused)
+            if next_hidden is not None:
+                hidden, cell = next_hidden, next_cell
+                gates.append(hidden)
+
+        if self.output_mode == "all_fusions":
+            output = self.out_proj(torch.cat(fusions, dim=1))
+        elif self.output_mode == "last_fusion":
+            output = self.out_proj(fusions[-1])
+        elif self.output_mode == "last_gate":
+            output = self.out_proj(hidden)
+        else:  # fusions_and_last_gate
+            output = self.out_proj(torch.cat([*fusions[:-1], hidden], dim=1))
+
+        if return_intermediates:
+            return IGFOutput(output, tuple(fusions), tuple(gates))
+        return output
+
+    def _step(
+        self, step: int, guidance: Tensor, hidden: Tensor, cell: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """One fusion-gate iteration: ``F_t = Fusion_t(x, G_{t-1})``, ``G_t = Gate_t(F_t, G_{t-1})``."""
+        fusion = self.fusions[step]
+        fused = fusion.fuse(fusion.encode_guidance(guidance), hidden)
+        if step >= len(self.gates):  # G_L is not read by the output: not built, not run.
+            return fused, None, None
+        next_hidden, next_cell = self.gates[step](fused, hidden, cell)
+        return fused, next_hidden, next_cell
+
+    def _project_guidance(self, guidance: Tensor, size: tuple[int, int]) -> Tensor:
+        """``x = Conv1x1(X)``: ``(B, C'_l)`` for a vector, ``(B, C'_l, H, W)`` for a map."""
+        weight, bias = self.guidance_proj.weight, self.guidance_proj.bias
+        if guidance.dim() == 4 and guidance.shape[-2] == 1 and guidance.shape[-1] == 1:
+            guidance = guidance.flatten(1)  # a 1x1 map resizes to a constant map: it is a vector
+        if guidance.dim() == 2:
+            return F.linear(guidance, weight.flatten(1), bias)
+        source_pixels = guidance.shape[-2] * guidance.shape[-1]
+        if (guidance.shape[-2], guidance.shape[-1]) == size:
+            return self.guidance_proj(guidance)
+        if source_pixels < size[0] * size[1]:
+            # Project at the lower resolution, then resize (bilinear weights sum to one: same result).
+            return _resize(self.guidance_proj(guidance), size)
+        return self.guidance_proj(_resize(guidance, size))
+
+    def _check_inputs(self, guidance: Tensor, guided: Tensor) -> None:
+        check_tensor("guided", guided, ndims=(4,), layout="(B, C_y, H, W)")
+        if isinstance(guidance, Tensor) and guidance.dim() == 3:
+            raise ValueError(
+                f"guidance must be a vector (B, C_x) or a map (B, C_x, h, w), got 3 dims with shape "
+                f"{tuple(guidance.shape)}; pool a token sequence (B, T, C_x) to a vector first"
+            )
+        check_tensor("guidance", guidance, ndims=(2, 4), layout="(B, C_x) or (B, C_x, h, w)")
+        check_channels("guided", guided, self.guided_channels)
+        check_channels("guidance", guidance, self.guidance_channels)
+        check_same_batch("guidance", guidance, "guided", guided)
+        check_parameter_dtype("guided", guided, self.guided_proj.weight)
+        check_parameter_dtype("guidance", guidance, self.guidance_proj.weight)
+
+    def extra_repr(self) -> str:
+        return (
+            f"guidance_channels={self.guidance_channels}, guided_channels={self.guided_channels}, "
+            f"num_layers={self.num_layers}, output_mode={self.output_mode!r}, checkpoint={self.checkpoint}"
+        )
+
+
+def _resize(feature: Tensor, size: tuple[int, int]) -> Tensor:
+    return F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
+
+
+def _resolve_gate(gate: str | GateFactory) -> GateFactory:
+    if isinstance(gate, str):
+        check_choice("gate", gate, tuple(GATES))
+        return GATES[gate]
+    if not callable(gate):
+        raise TypeError(
+            f"gate must be one of {list(GATES)} or a callable gate factory, got {type(gate).__name__}"
+        )
+    return gate
