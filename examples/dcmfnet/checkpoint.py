@@ -1,0 +1,143 @@
+"""Checkpoint files: atomic writes, clear errors, RNG capture, config checks.
+
+A checkpoint is a dict saved with :func:`torch.save` holding the resolved run config (so that
+evaluation and prediction rebuild the model from the file alone), the model, optimizer,
+scheduler and grad-scaler states, the position in training (epoch, step, batches done in the
+epoch, training seconds), the best validation metric and every rank's RNG states.
+
+Writing goes to a temporary file in the same folder, is flushed to disk and then moved over the
+target with :func:`os.replace`, which is atomic: a crash while saving leaves the previous good
+file untouched. Loading uses ``weights_only=True`` (no arbitrary code from the file).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "capture_rng_state",
+    "config_differences",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "igf-dcmfnet/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, of another format, or from another config."""
+
+
+def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, :func:`os.replace`).
+
+    Args:
+        path: destination file; its folder is created if needed.
+        state: the checkpoint dict; a ``"format"`` key is added.
+
+    Returns:
+        the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, **state}
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary file
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: the file is missing, truncated/corrupt, or not a checkpoint of this format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises RuntimeError/EOFError/UnpicklingError for damaged files
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({path.stat().st_size} bytes): the file is truncated or is not a "
+            f"checkpoint ({type(error).__name__}: {error})"
+        ) from error
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path} is not a DCMFNet checkpoint of format {CHECKPOINT_FORMAT!r} (found {found!r})")
+    missing = [key for key in ("config", "model") if key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {missing}")
+    return state
+
+
+def config_differences(expected: Any, found: Any, *, prefix: str = "") -> list[str]:
+    """List the dotted keys where two nested config dicts differ, as ``"key: expected != found"``."""
+    if isinstance(expected, Mapping) and isinstance(found, Mapping):
+        differences = []
+        for key in sorted(set(expected) | set(found), key=str):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in expected or key not in found:
+                differences.append(f"{name}: only in {'found' if key in found else 'expected'}")
+            else:
+                differences.extend(config_differences(expected[key], found[key], prefix=name))
+        return differences
+    return [] if expected == found else [f"{prefix}: {expected!r} != {found!r}"]
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The Python, NumPy, torch (and CUDA) RNG states, as tensors and plain values."""
+    numpy_state = np.random.get_state(legacy=True)
+    assert isinstance(numpy_state, tuple)
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
+            "pos": int(numpy_state[2]),
+            "has_gauss": int(numpy_state[3]),
+            "cached_gaussian": float(numpy_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`capture_rng_state` captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
