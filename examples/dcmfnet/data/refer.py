@@ -200,7 +200,7 @@ class ReferDataset(ReferringDataset):
         path = self.image_path(index)
         try:
             with Image.open(path) as handle:
-                image = np.asarray(handle.convert("RGB"))
+                image = np.array(handle.convert("RGB"))
         except (OSError, UnidentifiedImageError) as error:
             raise OSError(f"cannot read image {path} (ref {sample.ref_id}): {error}") from error
         height, width = image.shape[:2]

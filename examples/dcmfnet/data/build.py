@@ -1,0 +1,60 @@
+"""Build the dataset a run config names, with the training-size transform."""
+
+from __future__ import annotations
+
+from examples.dcmfnet.data.base import ReferringDataset
+from examples.dcmfnet.data.refer import MAX_TOKENS, ReferDataset
+from examples.dcmfnet.data.synthetic import SyntheticReferring
+from examples.dcmfnet.data.transforms import ReferringTransform
+from examples.dcmfnet.train_config import DataConfig
+
+__all__ = ["SYNTHETIC_MAX_TOKENS", "build_dataset", "max_tokens_for"]
+
+#: Longest synthetic expression ("the small red circle on the left", 7 words) plus room for special tokens.
+SYNTHETIC_MAX_TOKENS = 12
+
+
+def max_tokens_for(cfg: DataConfig) -> int:
+    """The expression length in tokens: ``cfg.max_tokens`` or the dataset's (15; 20 for G-Ref)."""
+    if cfg.max_tokens is not None:
+        return cfg.max_tokens
+    return SYNTHETIC_MAX_TOKENS if cfg.dataset == "synthetic" else MAX_TOKENS[cfg.dataset]
+
+
+def build_dataset(cfg: DataConfig, split: str, *, train: bool) -> ReferringDataset:
+    """The dataset of ``split`` resized to ``cfg.image_size``.
+
+    Args:
+        cfg: the run config's ``data`` section.
+        split: split name (``train``, ``val``, ``test``, ``testA`` …).
+        train: enables the training augmentation (the left/right-swapping flip, if configured)
+            and the ``max_train_samples`` cap; otherwise ``max_val_samples`` applies.
+    """
+    transform = ReferringTransform(size=cfg.image_size, hflip_probability=cfg.hflip_probability if train else 0.0)
+    limit = cfg.max_train_samples if train else cfg.max_val_samples
+    if cfg.dataset == "synthetic":
+        syn = cfg.synthetic
+        sizes = {"train": syn.train_samples, "val": syn.val_samples, "test": syn.test_samples}
+        if split not in sizes:
+            raise ValueError(f"unknown split {split!r}; the synthetic dataset has splits {sorted(sizes)}")
+        num_samples = sizes[split] if limit is None else min(sizes[split], limit)
+        return SyntheticReferring(
+            split=split,
+            num_samples=num_samples,
+            image_size=cfg.image_size,
+            seed=syn.seed,
+            min_objects=syn.min_objects,
+            max_objects=syn.max_objects,
+            size_probability=syn.size_probability,
+            position_probability=syn.position_probability,
+            transform=transform,
+        )
+    return ReferDataset(
+        root=cfg.root,
+        dataset=cfg.dataset,
+        split=split,
+        split_by=cfg.split_by,
+        image_dir=cfg.image_dir,
+        transform=transform,
+        max_samples=limit,
+    )

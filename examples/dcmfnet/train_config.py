@@ -1,0 +1,213 @@
+"""Run configuration: dataclasses read through omegaconf (YAML file + ``key=value`` overrides).
+
+The run config has four sections: ``model`` (a :class:`~examples.dcmfnet.config.ModelConfig`),
+``data``, ``optim`` and ``train``. The defaults are the paper's recipe (§4.1: Adam with lr
+1.82e-5 for the vision encoder and 1.82e-4 for the rest, 15 epochs, batch 6, 480×480, sigmoid
+BCE); ``configs/cpu_synthetic.yaml`` overrides them for the built-in dataset on a CPU.
+
+Unknown keys, in a file or an override, are errors that name the key and list the valid ones.
+
+Example::
+
+    cfg = load_run_config("examples/dcmfnet/configs/cpu_synthetic.yaml", ["train.epochs=2"])
+    cfg.train.epochs  # 2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from examples.dcmfnet.config import ModelConfig
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "OptimConfig",
+    "RunConfig",
+    "SyntheticDataConfig",
+    "TrainConfig",
+    "config_to_dict",
+    "load_run_config",
+    "run_config_from_dict",
+]
+
+DATASETS = ("synthetic", "refcoco", "refcoco+", "refcocog", "refclef")
+PRECISIONS = ("fp32", "bf16", "fp16")
+SCHEDULES = ("constant", "poly", "cosine")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid (unknown key, wrong type, bad value)."""
+
+
+@dataclass
+class SyntheticDataConfig:
+    """The built-in dataset (:mod:`examples.dcmfnet.data.synthetic`)."""
+
+    train_samples: int = 20000
+    val_samples: int = 500
+    test_samples: int = 500
+    seed: int = 0
+    min_objects: int = 3
+    max_objects: int = 5
+    size_probability: float = 0.2
+    position_probability: float = 0.2
+
+
+@dataclass
+class DataConfig:
+    """Which data, at which size.
+
+    ``dataset`` is ``synthetic`` or a REFER dataset (``refcoco``, ``refcoco+``, ``refcocog``,
+    ``refclef``) read from ``root`` (see :mod:`examples.dcmfnet.data.refer`). ``max_tokens``
+    ``None`` takes the dataset's length (15, 20 for G-Ref, 12 for synthetic).
+    """
+
+    dataset: str = "synthetic"
+    root: str = "data/refer"
+    split_by: Optional[str] = None
+    image_dir: Optional[str] = None
+    train_split: str = "train"
+    val_split: str = "val"
+    image_size: int = 480
+    max_tokens: Optional[int] = None
+    hflip_probability: float = 0.0
+    num_workers: int = 0
+    max_train_samples: Optional[int] = None
+    max_val_samples: Optional[int] = None
+    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule.
+
+    The two learning rates go to the parameter groups of ``model.parameter_groups()`` named
+    ``backbone`` and ``rest``. ``schedule_by: time`` makes the schedule's progress the share of
+    ``train.max_train_minutes`` elapsed (a budgeted run that anneals whatever the machine's speed).
+    """
+
+    optimizer: str = "adam"
+    lr_backbone: float = 1.82e-5
+    lr_rest: float = 1.82e-4
+    weight_decay: float = 0.0
+    schedule: str = "poly"
+    poly_power: float = 0.9
+    warmup_steps: int = 0
+    schedule_by: str = "steps"
+    grad_clip_norm: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """The loop: epochs, batch, precision, budget, logging."""
+
+    epochs: int = 15
+    batch_size: int = 6
+    eval_batch_size: Optional[int] = None
+    grad_accum_steps: int = 1
+    precision: str = "fp32"
+    seed: int = 0
+    device: str = "auto"
+    max_train_minutes: Optional[float] = None
+    max_steps: Optional[int] = None
+    eval_every_epochs: int = 1
+    log_every_steps: int = 20
+    gallery_samples: int = 8
+    progress_bar: bool = True
+    num_threads: Optional[int] = None
+
+
+@dataclass
+class RunConfig:
+    """A whole training run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _valid_keys(node: Any) -> list[str]:
+    return sorted(f.name for f in dataclasses.fields(node)) if dataclasses.is_dataclass(node) else []
+
+
+def _merge(sources: Sequence[tuple[str, Any]]) -> DictConfig:
+    merged = OmegaConf.structured(RunConfig)
+    for name, source in sources:
+        try:
+            merged = OmegaConf.merge(merged, source)
+        except (ConfigKeyError, ConfigAttributeError) as error:
+            key = error.full_key or getattr(error, "key", "?")
+            parent = str(key).rsplit(".", 1)[0] if "." in str(key) else ""
+            node: Any = RunConfig()
+            for part in parent.split(".") if parent else []:
+                node = getattr(node, part, None)
+            valid = ", ".join(_valid_keys(node)) or "?"
+            raise ConfigError(f"unknown config key {key!r} in {name}; valid keys under {parent or 'the top level'}: {valid}") from None
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"invalid value in {name}: {error}") from None
+    return merged
+
+
+def _validate(cfg: RunConfig) -> RunConfig:
+    checks = [
+        (cfg.data.dataset in DATASETS, f"data.dataset must be one of {DATASETS}, got {cfg.data.dataset!r}"),
+        (cfg.train.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {cfg.train.precision!r}"),
+        (cfg.optim.schedule in SCHEDULES, f"optim.schedule must be one of {SCHEDULES}, got {cfg.optim.schedule!r}"),
+        (cfg.optim.schedule_by in ("steps", "time"), f"optim.schedule_by must be 'steps' or 'time', got {cfg.optim.schedule_by!r}"),
+        (cfg.optim.optimizer in ("adam", "adamw"), f"optim.optimizer must be 'adam' or 'adamw', got {cfg.optim.optimizer!r}"),
+        (cfg.optim.schedule_by != "time" or cfg.train.max_train_minutes, "optim.schedule_by=time needs train.max_train_minutes"),
+        (cfg.train.batch_size > 0, f"train.batch_size must be positive, got {cfg.train.batch_size}"),
+        (cfg.train.grad_accum_steps > 0, f"train.grad_accum_steps must be positive, got {cfg.train.grad_accum_steps}"),
+        (cfg.train.epochs > 0, f"train.epochs must be positive, got {cfg.train.epochs}"),
+        (cfg.data.image_size > 0, f"data.image_size must be positive, got {cfg.data.image_size}"),
+        (cfg.train.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {cfg.train.device!r}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return cfg
+
+
+def load_run_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Build a :class:`RunConfig` from defaults, a YAML file and ``key=value`` overrides.
+
+    Args:
+        path: YAML file (``None``: defaults only).
+        overrides: dotlist overrides such as ``["train.epochs=3", "model.backbone=tiny"]``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ConfigError: unknown key, wrong type or invalid value (the message names it).
+    """
+    sources: list[tuple[str, Any]] = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        sources.append((str(path), OmegaConf.load(path)))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+    if overrides:
+        sources.append(("the command-line overrides", OmegaConf.from_dotlist(list(overrides))))
+    merged = _merge(sources)
+    return _validate(OmegaConf.to_object(merged))  # type: ignore[arg-type]
+
+
+def run_config_from_dict(values: Mapping[str, Any], *, source: str = "the checkpoint") -> RunConfig:
+    """Rebuild a :class:`RunConfig` from :func:`config_to_dict`'s output (e.g. a checkpoint's)."""
+    return _validate(OmegaConf.to_object(_merge([(source, OmegaConf.create(dict(values)))])))  # type: ignore[arg-type]
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The resolved config as plain nested dicts (what checkpoints store)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)  # type: ignore[return-value]

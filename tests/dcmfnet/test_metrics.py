@@ -1,0 +1,63 @@
+"""Metrics exactly as SPEC §3 defines them, against a naive reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from examples.dcmfnet.metrics import ReferringMetrics, intersection_and_union, masks_from_logits
+
+
+def _reference(preds: list[torch.Tensor], gts: list[torch.Tensor]) -> dict[str, float]:
+    inter = [float((p & g).sum()) for p, g in zip(preds, gts, strict=True)]
+    union = [float((p | g).sum()) for p, g in zip(preds, gts, strict=True)]
+    ious = [i / u if u else 1.0 for i, u in zip(inter, union, strict=True)]
+    out = {"overall_iou": sum(inter) / sum(union), "mean_iou": sum(ious) / len(ious)}
+    for t in (0.5, 0.6, 0.7, 0.8, 0.9):
+        out[f"precision@{t}"] = sum(iou >= t for iou in ious) / len(ious)
+    return out
+
+
+def test_matches_reference_on_random_masks() -> None:
+    g = torch.Generator().manual_seed(0)
+    preds = [torch.rand(5 + i, 7, generator=g) > 0.4 for i in range(30)]
+    gts = [torch.rand(5 + i, 7, generator=g) > 0.5 for i in range(30)]
+    gts[0] = preds[0].clone()  # one perfect pair
+    metrics = ReferringMetrics()
+    for start in range(0, 30, 4):
+        metrics.update(preds[start : start + 4], gts[start : start + 4], list(range(start, min(start + 4, 30))))
+    result = metrics.compute()
+    expected = _reference(preds, gts)
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value, abs=1e-12), key
+    assert result["num_samples"] == 30
+
+
+def test_hand_computed_values_and_empty_pair() -> None:
+    metrics = ReferringMetrics()
+    metrics.update_counts([0, 1, 2, 3], [9, 3, 0, 0], [10, 5, 4, 0])  # IoUs 0.9, 0.6, 0.0, 1.0 (both empty)
+    result = metrics.compute()
+    assert result["overall_iou"] == pytest.approx(12 / 19)
+    assert result["mean_iou"] == pytest.approx((0.9 + 0.6 + 0.0 + 1.0) / 4)
+    assert result["precision@0.5"] == 0.75 and result["precision@0.6"] == 0.75
+    assert result["precision@0.7"] == 0.5 and result["precision@0.9"] == 0.5
+
+
+def test_repeated_index_counted_once() -> None:
+    metrics = ReferringMetrics()
+    metrics.update_counts([0, 1], [1, 2], [2, 2])
+    metrics.update_counts([0], [1], [2])  # a DistributedSampler's padding repeats index 0
+    assert metrics.compute()["num_samples"] == 2
+    assert metrics.compute()["overall_iou"] == pytest.approx(3 / 4)
+
+
+def test_masks_from_logits_threshold_and_resize() -> None:
+    logits = torch.tensor([[[[-1.0, 0.0], [0.5, -0.1]]]])
+    (mask,) = masks_from_logits(logits, [(2, 2)])
+    assert mask.tolist() == [[False, True], [True, False]]  # sigmoid >= 0.5 <=> logit >= 0
+    big = masks_from_logits(torch.ones(2, 1, 4, 4), [(8, 6), (3, 5)])
+    assert [m.shape for m in big] == [(8, 6), (3, 5)] and all(m.all() for m in big)
+    with pytest.raises(ValueError, match="shape"):
+        intersection_and_union([torch.zeros(2, 2, dtype=torch.bool)], [torch.zeros(3, 2, dtype=torch.bool)])
+    with pytest.raises(ValueError, match="no samples"):
+        ReferringMetrics().compute()
