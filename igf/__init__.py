@@ -15,15 +15,15 @@ from igf.iterative import OUTPUT_MODES, IGFOutput, IterativeGatedFusion, OutputM
 __version__ = "0.1.0"
 
 __all__ = [
+    "GATES",
+    "OUTPUT_MODES",
     "ASGate",
     "BilinearFusionUnit",
     "ConvGRUGate",
     "ConvLSTMGate",
-    "GATES",
     "GateFactory",
     "IGFOutput",
     "IterativeGatedFusion",
-    "OUTPUT_MODES",
     "OutputMode",
     "__version__",
 ]

@@ -14,13 +14,13 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "check_positive_int",
-    "check_choice",
-    "check_tensor",
     "check_channels",
+    "check_choice",
+    "check_parameter_dtype",
+    "check_positive_int",
     "check_same_batch",
     "check_same_spatial",
-    "check_parameter_dtype",
+    "check_tensor",
 ]
 
 

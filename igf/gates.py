@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from igf._validation import check_channels, check_positive_int, check_tensor
 
-__all__ = ["ASGate", "ConvGRUGate", "ConvLSTMGate", "GateFactory", "GATES"]
+__all__ = ["GATES", "ASGate", "ConvGRUGate", "ConvLSTMGate", "GateFactory"]
 
 
 class GateFactory(Protocol):
@@ -58,9 +58,7 @@ class _ConvGate(nn.Module):
         check_tensor("hidden", hidden, ndims=(4,), layout="(B, C, H, W)")
         check_channels("fused", fused, self.channels)
         if hidden.shape != fused.shape:
-            raise ValueError(
-                f"hidden must have the shape of fused {tuple(fused.shape)}, got {tuple(hidden.shape)}"
-            )
+            raise ValueError(f"hidden must have the shape of fused {tuple(fused.shape)}, got {tuple(hidden.shape)}")
         if cell is not None and cell.shape != fused.shape:
             raise ValueError(f"cell must have the shape of fused {tuple(fused.shape)}, got {tuple(cell.shape)}")
 

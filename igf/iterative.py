@@ -20,7 +20,7 @@ from igf._validation import (
 from igf.fusion import BilinearFusionUnit
 from igf.gates import GATES, GateFactory
 
-__all__ = ["IterativeGatedFusion", "IGFOutput", "OUTPUT_MODES", "OutputMode"]
+__all__ = ["OUTPUT_MODES", "IGFOutput", "IterativeGatedFusion", "OutputMode"]
 
 OutputMode = Literal["all_fusions", "last_fusion", "last_gate", "fusions_and_last_gate"]
 
@@ -278,7 +278,5 @@ def _resolve_gate(gate: str | GateFactory) -> GateFactory:
         check_choice("gate", gate, tuple(GATES))
         return GATES[gate]
     if not callable(gate):
-        raise TypeError(
-            f"gate must be one of {list(GATES)} or a callable gate factory, got {type(gate).__name__}"
-        )
+        raise TypeError(f"gate must be one of {list(GATES)} or a callable gate factory, got {type(gate).__name__}")
     return gate

@@ -66,12 +66,19 @@ def test_state_dict_keys_are_stable() -> None:
     module = IterativeGatedFusion(4, 3, num_layers=2, gate="asgate")
     assert sorted(module.state_dict()) == sorted(
         [f"{name}.{kind}" for name in ("guidance_proj", "guided_proj", "out_proj") for kind in ("weight", "bias")]
-        + [f"fusions.{t}.{proj}.{kind}" for t in range(2) for proj in ("proj_guidance", "proj_guided")
-           for kind in ("weight", "bias")]
+        + [
+            f"fusions.{t}.{proj}.{kind}"
+            for t in range(2)
+            for proj in ("proj_guidance", "proj_guided")
+            for kind in ("weight", "bias")
+        ]
         + ["gates.0.conv_z.weight", "gates.0.conv_z.bias", "gates.0.conv_g.weight", "gates.0.conv_g.bias"]
     )
     assert set(ConvGRUGate(2).state_dict()) == {
-        "conv_gates.weight", "conv_gates.bias", "conv_candidate.weight", "conv_candidate.bias"
+        "conv_gates.weight",
+        "conv_gates.bias",
+        "conv_candidate.weight",
+        "conv_candidate.bias",
     }
     assert set(ConvLSTMGate(2).state_dict()) == {"conv.weight", "conv.bias"}
     assert set(ASGate(2).state_dict()) == {"conv_z.weight", "conv_z.bias", "conv_g.weight", "conv_g.bias"}

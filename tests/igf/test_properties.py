@@ -35,8 +35,13 @@ def igf_cases(draw: st.DrawFn) -> dict:
 def test_igf_output_shape_and_finite(case: dict) -> None:
     torch.manual_seed(0)
     module = IterativeGatedFusion(
-        case["guidance_channels"], case["guided_channels"], num_layers=case["num_layers"], heads=case["heads"],
-        gate=case["gate"], hidden_channels=case["hidden_channels"], out_channels=case["out_channels"],
+        case["guidance_channels"],
+        case["guided_channels"],
+        num_layers=case["num_layers"],
+        heads=case["heads"],
+        gate=case["gate"],
+        hidden_channels=case["hidden_channels"],
+        out_channels=case["out_channels"],
         output_mode=case["output_mode"],
     )
     b, h, w = case["batch"], case["height"], case["width"]
@@ -56,8 +61,13 @@ def test_igf_output_shape_and_finite(case: dict) -> None:
 def test_igf_vector_and_tiled_guidance_agree(case: dict) -> None:
     torch.manual_seed(0)
     module = IterativeGatedFusion(
-        case["guidance_channels"], case["guided_channels"], num_layers=case["num_layers"], heads=case["heads"],
-        gate=case["gate"], hidden_channels=case["hidden_channels"], output_mode=case["output_mode"],
+        case["guidance_channels"],
+        case["guided_channels"],
+        num_layers=case["num_layers"],
+        heads=case["heads"],
+        gate=case["gate"],
+        hidden_channels=case["hidden_channels"],
+        output_mode=case["output_mode"],
         dtype=torch.float64,
     )
     b, h, w = case["batch"], case["height"], case["width"]
@@ -73,8 +83,13 @@ def test_igf_batch_elements_are_independent(case: dict) -> None:
     """Each sample's output depends only on its own inputs (no mixing or broadcast across the batch)."""
     torch.manual_seed(0)
     module = IterativeGatedFusion(
-        case["guidance_channels"], case["guided_channels"], num_layers=case["num_layers"], heads=case["heads"],
-        gate=case["gate"], hidden_channels=case["hidden_channels"], output_mode=case["output_mode"],
+        case["guidance_channels"],
+        case["guided_channels"],
+        num_layers=case["num_layers"],
+        heads=case["heads"],
+        gate=case["gate"],
+        hidden_channels=case["hidden_channels"],
+        output_mode=case["output_mode"],
         dtype=torch.float64,
     )
     b, h, w = case["batch"], case["height"], case["width"]
@@ -87,8 +102,12 @@ def test_igf_batch_elements_are_independent(case: dict) -> None:
 
 @SETTINGS
 @given(
-    batch=st.integers(1, 3), height=st.integers(1, 5), width=st.integers(1, 5),
-    guidance_channels=st.integers(1, 4), guided_channels=st.integers(1, 4), heads=st.integers(1, 4),
+    batch=st.integers(1, 3),
+    height=st.integers(1, 5),
+    width=st.integers(1, 5),
+    guidance_channels=st.integers(1, 4),
+    guided_channels=st.integers(1, 4),
+    heads=st.integers(1, 4),
     vector=st.booleans(),
 )
 def test_fusion_unit_shape_and_range(

@@ -12,7 +12,9 @@ from tests.igf import reference
 F64 = {"dtype": torch.float64}
 
 
-@pytest.mark.parametrize(("gate_class", "expected"), [(ASGate, 1_769_984), (ConvGRUGate, 3_539_712), (ConvLSTMGate, 4_719_616)])
+@pytest.mark.parametrize(
+    ("gate_class", "expected"), [(ASGate, 1_769_984), (ConvGRUGate, 3_539_712), (ConvLSTMGate, 4_719_616)]
+)
 def test_gate_parameter_counts_match_paper_table6(gate_class: type, expected: int) -> None:
     gate = gate_class(256, device="meta")
     assert sum(p.numel() for p in gate.parameters()) == expected
@@ -72,8 +74,16 @@ def test_convlstm_matches_reference_over_two_steps() -> None:
 def test_iterative_gated_fusion_matches_reference(gate: str, output_mode: str, guidance_shape: tuple[int, ...]) -> None:
     torch.manual_seed(0)
     module = IterativeGatedFusion(
-        6, 5, num_layers=3, heads=2, gate=gate, hidden_channels=4, guidance_hidden_channels=3,
-        out_channels=7, output_mode=output_mode, **F64,
+        6,
+        5,
+        num_layers=3,
+        heads=2,
+        gate=gate,
+        hidden_channels=4,
+        guidance_hidden_channels=3,
+        out_channels=7,
+        output_mode=output_mode,
+        **F64,
     )
     guidance = torch.randn(*guidance_shape, **F64)
     guided = torch.randn(2, 5, 4, 3, **F64)
