@@ -1,0 +1,164 @@
+"""PNG figures: mask overlays, a gallery of predictions, training curves, and the paper's Fig. 6/7 maps.
+
+Everything is drawn with matplotlib's non-interactive Agg backend and Pillow, so it runs on a
+machine without a display.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+__all__ = ["feature_energy", "overlay_mask", "save_feature_maps", "save_gallery", "save_training_curves"]
+
+
+def overlay_mask(
+    image: np.ndarray, mask: np.ndarray, *, colour: tuple[int, int, int] = (255, 40, 40), alpha: float = 0.5
+) -> np.ndarray:
+    """Blend ``colour`` over the masked pixels of an ``(H, W, 3)`` uint8 image and outline the mask."""
+    if image.shape[:2] != mask.shape:
+        raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
+    out = image.astype(np.float32).copy()
+    mask = mask.astype(bool)
+    out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(colour, dtype=np.float32)
+    edge = mask & ~(
+        np.pad(mask, 1, mode="edge")[2:, 1:-1]
+        & np.pad(mask, 1, mode="edge")[:-2, 1:-1]
+        & np.pad(mask, 1, mode="edge")[1:-1, 2:]
+        & np.pad(mask, 1, mode="edge")[1:-1, :-2]
+    )
+    out[edge] = colour
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def save_gallery(
+    path: str | Path,
+    images: Sequence[np.ndarray],
+    expressions: Sequence[str],
+    ground_truths: Sequence[np.ndarray],
+    predictions: Sequence[np.ndarray],
+    *,
+    ious: Sequence[float] | None = None,
+) -> Path:
+    """One row per sample: image with its expression, ground truth, prediction (with IoU)."""
+    n = len(images)
+    if not n == len(expressions) == len(ground_truths) == len(predictions):
+        raise ValueError("images, expressions, ground truths and predictions must have the same length")
+    figure, axes = plt.subplots(n, 3, figsize=(7.5, 2.6 * n), squeeze=False)
+    for row in range(n):
+        panels = (
+            (images[row], "\n".join(textwrap.wrap(f'"{expressions[row]}"', 34))),
+            (overlay_mask(images[row], ground_truths[row], colour=(40, 220, 40)), "ground truth"),
+            (
+                overlay_mask(images[row], predictions[row]),
+                "prediction" + (f" (IoU {ious[row]:.2f})" if ious is not None else ""),
+            ),
+        )
+        for column, (picture, title) in enumerate(panels):
+            axis = axes[row, column]
+            axis.imshow(picture, interpolation="nearest")
+            axis.set_title(title, fontsize=8)
+            axis.axis("off")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def save_training_curves(path: str | Path, history: Sequence[Mapping[str, Any]]) -> Path:
+    """Plot the per-epoch log: training loss, learning rates and validation metrics against the step."""
+    steps = [record["step"] for record in history]
+    figure, (loss_axis, lr_axis, metric_axis) = plt.subplots(1, 3, figsize=(13, 3.6))
+    loss_axis.plot(steps, [record.get("train_loss", float("nan")) for record in history], marker="o")
+    loss_axis.set(title="training loss (BCE)", xlabel="step")
+    for key in sorted({k for record in history for k in record if k.startswith("lr_")}):
+        lr_axis.plot(steps, [record.get(key, float("nan")) for record in history], marker="o", label=key[3:])
+    lr_axis.set(title="learning rate", xlabel="step")
+    lr_axis.legend(fontsize=8)
+    for key in ("val_overall_iou", "val_mean_iou", "val_precision@0.5", "val_precision@0.9"):
+        points = [(record["step"], record[key]) for record in history if key in record]
+        if points:
+            metric_axis.plot(*zip(*points, strict=True), marker="o", label=key[4:])
+    metric_axis.set(title="validation", xlabel="step", ylim=(0, 1))
+    metric_axis.legend(fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def feature_energy(feature: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """A ``(1, C, h, w)`` or ``(C, h, w)`` feature as an ``(H, W)`` map in [0, 1]: channel-mean of |x|, resized."""
+    feature = feature.detach().float()
+    if feature.dim() == 4:
+        feature = feature[0]
+    energy = feature.abs().mean(dim=0, keepdim=True)[None]
+    energy = torch.nn.functional.interpolate(energy, size=size, mode="bilinear", align_corners=False)[0, 0]
+    energy = energy - energy.min()
+    return (energy / energy.max().clamp_min(1e-12)).numpy()
+
+
+def save_feature_maps(
+    directory: str | Path,
+    image: np.ndarray,
+    stage_maps: Mapping[str, torch.Tensor],
+    fusion_maps: Mapping[str, Sequence[torch.Tensor]],
+) -> list[Path]:
+    """Write the paper's Fig. 6 (stage outputs) and Fig. 7 (per-layer ``F_t`` of each IGF) as PNGs.
+
+    Args:
+        directory: output folder (created).
+        image: ``(H, W, 3)`` uint8 input image (the maps are drawn over it at its size).
+        stage_maps: name -> ``(1, C, h, w)`` feature, e.g. ``{"LGVE-1": E4, "LGVE-2": E_enc, "MLFF": E_dec}``.
+        fusion_maps: IGF site -> its ``(F_1, ..., F_L)``.
+
+    Returns:
+        the written files: ``fig6_stages.png``, one ``fig7_<site>.png`` per IGF, and one PNG per map.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    size = image.shape[:2]
+    written: list[Path] = []
+
+    def grid(name: str, title: str, maps: Sequence[tuple[str, np.ndarray]]) -> None:
+        figure, axes = plt.subplots(1, len(maps) + 1, figsize=(2.6 * (len(maps) + 1), 2.8), squeeze=False)
+        axes[0, 0].imshow(image)
+        axes[0, 0].set_title("input", fontsize=8)
+        for axis, (label, energy) in zip(axes[0, 1:], maps, strict=True):
+            axis.imshow(image)
+            axis.imshow(energy, cmap="jet", alpha=0.55, vmin=0, vmax=1)
+            axis.set_title(label, fontsize=8)
+        for axis in axes[0]:
+            axis.axis("off")
+        figure.suptitle(title, fontsize=9)
+        figure.tight_layout()
+        figure.savefig(directory / name, dpi=100)
+        plt.close(figure)
+        written.append(directory / name)
+
+    stage_energy = [(name, feature_energy(feature, size)) for name, feature in stage_maps.items()]
+    if stage_energy:
+        grid("fig6_stages.png", "stage outputs (Fig. 6)", stage_energy)
+    for name, energy in stage_energy:
+        path = directory / f"stage_{name.lower().replace('-', '')}.png"
+        Image.fromarray((plt.get_cmap("jet")(energy)[..., :3] * 255).astype(np.uint8)).save(path)
+        written.append(path)
+    for site, fusions in fusion_maps.items():
+        maps = [(f"F_{t}", feature_energy(feature, size)) for t, feature in enumerate(fusions, start=1)]
+        if maps:
+            grid(f"fig7_{site}.png", f"IGF at {site}: per-layer fusion F_t (Fig. 7)", maps)
+    return written
