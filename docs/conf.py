@@ -1,0 +1,89 @@
+"""Sphinx configuration of the igf documentation.
+
+Build (offline, warnings are errors)::
+
+    sphinx-build -W --keep-going -b html docs docs/_build/html
+
+Run every code example of the pages and of the API reference::
+
+    sphinx-build -W --keep-going -b doctest docs docs/_build/doctest
+
+Set ``IGF_DOCS_ONLINE=1`` to link ``torch.*`` and Python names to their own
+documentation through intersphinx (this fetches the inventories, so it needs
+the network); the default build never touches the network.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+# The repository root: ``igf`` and the ``examples`` / ``benchmarks`` packages import from a fresh clone.
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(DOCS / "_ext"))
+
+import igf  # noqa: E402
+
+project = "igf"
+author = "igf developers"
+copyright = "igf developers, MIT License"
+release = igf.__version__
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "sphinx.ext.doctest",
+    "igf_docs",  # docs/_ext/igf_docs.py: gate cost table and benchmark results
+]
+
+ONLINE = os.environ.get("IGF_DOCS_ONLINE", "") not in ("", "0")
+if ONLINE:
+    extensions.append("sphinx.ext.intersphinx")
+    intersphinx_mapping = {
+        "python": ("https://docs.python.org/3", None),
+        "torch": ("https://docs.pytorch.org/docs/stable", None),
+    }
+
+root_doc = "index"
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+templates_path: list[str] = []
+default_role = "code"
+
+# -- HTML ---------------------------------------------------------------------
+html_theme = "furo"
+html_title = f"igf {release}"
+html_static_path: list[str] = []
+pygments_style = "sphinx"
+pygments_dark_style = "monokai"
+
+# -- autodoc / napoleon ---------------------------------------------------------
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
+autodoc_default_options = {"show-inheritance": False}
+autoclass_content = "class"
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+napoleon_use_ivar = True
+# igf's docstrings state tensor shapes in an ``Inputs:`` section (TorchMultimodal style).
+napoleon_custom_sections = ["Inputs"]
+
+# -- doctest ----------------------------------------------------------------------
+# Every ``>>>`` block (pages and docstrings pulled in by autodoc) and every
+# ``testcode`` block runs under ``sphinx-build -b doctest``.
+doctest_global_setup = """
+import importlib.util
+import torch
+torch.manual_seed(0)
+# The ONNX example needs the ``dev`` extra (onnx, onnxscript, onnxruntime); it is skipped without it.
+HAVE_ONNX = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime"))
+"""
+doctest_test_doctest_blocks = "default"
+trim_doctest_flags = True
