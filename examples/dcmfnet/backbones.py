@@ -97,7 +97,8 @@ def load_weights_file(
     Accepts ``.safetensors`` or a ``torch.save`` file (loaded with ``weights_only=True``);
     a dict nested under ``"state_dict"`` or ``"model"`` and a ``"module."`` key prefix
     (DistributedDataParallel) are unwrapped. Keys starting with one of
-    ``ignore_prefixes`` (e.g. a classifier the backbone does not use) are dropped.
+    ``ignore_prefixes`` (e.g. a classifier the backbone does not use) are ignored
+    in the file and in ``module``.
 
     Args:
         module: The module to load into, in the library's own key names.
@@ -112,10 +113,11 @@ def load_weights_file(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{name} weights file not found: {path}")
-    state = read_state_dict(path)
-    state = {key: value for key, value in state.items() if not key.startswith(tuple(ignore_prefixes))}
-    check_state_dict(module.state_dict(), state, source=str(path), name=name)
-    module.load_state_dict(state, strict=True)
+    ignored = tuple(ignore_prefixes)
+    state = {key: value for key, value in read_state_dict(path).items() if not key.startswith(ignored)}
+    expected = {key: value for key, value in module.state_dict().items() if not key.startswith(ignored)}
+    check_state_dict(expected, state, source=str(path), name=name)
+    module.load_state_dict(state, strict=False)  # strict apart from the ignored keys (checked above)
 
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:
@@ -279,9 +281,10 @@ class SwinBackbone(VisionBackbone):
         if not path.is_file():
             raise FileNotFoundError(f"{model_name} weights file not found: {path}")
         # timm's own filter converts official Swin checkpoints and drops non-persistent buffers.
+        ignored = ("head.", "norm.")
         state = checkpoint_filter_fn(read_state_dict(path), swin)
-        state = {key: value for key, value in state.items() if not key.startswith(("head.", "norm."))}
-        expected = {key: value for key, value in swin.state_dict().items() if not key.startswith(("head.", "norm."))}
+        state = {key: value for key, value in state.items() if not key.startswith(ignored)}
+        expected = {key: value for key, value in swin.state_dict().items() if not key.startswith(ignored)}
         check_state_dict(expected, state, source=str(path), name=model_name)
         swin.load_state_dict(state, strict=False)  # strict apart from the unused head and final norm
 
