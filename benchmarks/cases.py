@@ -1,0 +1,532 @@
+"""What is benchmarked: shapes, cases, and how each case becomes a callable.
+
+Shapes (:func:`paper_placements`) are the four IGF placements of DCMFNet
+(SPEC §2, paper §4.1) with a DeepLab ResNet-101 backbone, a 480x480 input and
+batch 6. ResNet-101 stage outputs: V1 256 ch at 1/4 (120x120); V2 512 ch at 1/8
+(60x60); V3 1024 ch and stage 4 2048 ch at 1/8 with output stride 8 (DeepLab v2,
+stages 3 and 4 dilated; the default here, the heavier setting) or at 1/16
+(30x30) with output stride 16 (``examples/dcmfnet/configs/paper_resnet101.yaml``).
+The sentence feature is projected to C_l = 256; ASPP outputs 256 channels.
+Widths follow paper §4.1 as ``examples/dcmfnet/config.py`` builds them:
+
+======  ====================  ========================  =====  =====  ====
+IGF     guidance X            guided Y (OS8)            C'_v   C'_l   out
+======  ====================  ========================  =====  =====  ====
+E3      L (6, 256) vector     V3 (6, 1024, 60, 60)       512    256   1024
+E4      L (6, 256) vector     S4(E3) (6, 2048, 60, 60)  1024    256   2048
+E_enc   L (6, 256) vector     M (6, 256, 60, 60)         256    256    256
+E_dec   M_dec (6, 256, 60,    V1 (6, 256, 120, 120)      128    128    128
+        60) map, resized
+======  ====================  ========================  =====  =====  ====
+
+(OS16: every 60x60 above is 30x30; E_dec's guidance is (6, 256, 30, 30).)
+
+CPU runs use :func:`reduced` copies of the OS8 placements: batch 2, channels / 4,
+spatial size / 2 (e.g. E3: X (2, 64), Y (2, 256, 30, 30), C'_v 128, C'_l 64).
+
+Every case is a frozen dataclass; :meth:`build` returns a :class:`Workload`
+(the callable that is timed, the eager callable used for FLOPs and the conv
+floor, shapes and parameter count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import nn
+
+Pass = Literal["fwd", "fwdbwd"]
+Precision = Literal["fp32", "bf16", "fp16"]
+Guidance = Literal["vector", "tiled", "map"]
+
+GATE_NAMES: tuple[str, ...] = ("asgate", "convgru", "convlstm")
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Input and width settings of one IGF in DCMFNet.
+
+    Attributes:
+        name: where the IGF sits ("E3", "E4", "E_enc", "E_dec").
+        batch: B.
+        guidance_channels: C_x of the guidance X.
+        guidance_size: (h, w) of a guidance map, or ``None`` for a vector (B, C_x).
+        guided_channels: C_y of the guided Y.
+        size: (H, W) of Y.
+        hidden_channels: C'_v.
+        guidance_hidden_channels: C'_l.
+        out_channels: channels of the IGF output.
+    """
+
+    name: str
+    batch: int
+    guidance_channels: int
+    guidance_size: tuple[int, int] | None
+    guided_channels: int
+    size: tuple[int, int]
+    hidden_channels: int
+    guidance_hidden_channels: int
+    out_channels: int
+
+    @property
+    def vector_guidance(self) -> bool:
+        return self.guidance_size is None
+
+    def describe(self) -> str:
+        b, (h, w) = self.batch, self.size
+        if self.guidance_size is None:
+            x = f"({b}, {self.guidance_channels})"
+        else:
+            x = f"({b}, {self.guidance_channels}, {self.guidance_size[0]}, {self.guidance_size[1]})"
+        return (
+            f"{self.name}: X {x}, Y ({b}, {self.guided_channels}, {h}, {w}), "
+            f"C'_v {self.hidden_channels}, C'_l {self.guidance_hidden_channels}, out {self.out_channels}"
+        )
+
+
+def paper_placements(output_stride: int = 8) -> tuple[Placement, ...]:
+    """The four IGF placements of DCMFNet-Res101 at 480x480, batch 6 (see the module docstring)."""
+    if output_stride not in (8, 16):
+        raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
+    s = 480 // output_stride
+    return (
+        Placement("E3", 6, 256, None, 1024, (s, s), 512, 256, 1024),
+        Placement("E4", 6, 256, None, 2048, (s, s), 1024, 256, 2048),
+        Placement("E_enc", 6, 256, None, 256, (s, s), 256, 256, 256),
+        Placement("E_dec", 6, 256, (s, s), 256, (120, 120), 128, 128, 128),
+    )
+
+
+def reduced(p: Placement, *, batch: int = 2, channel_div: int = 4, spatial_div: int = 2) -> Placement:
+    """A smaller copy of ``p`` for CPU runs (same structure, fewer channels and pixels)."""
+
+    def hw(s: tuple[int, int]) -> tuple[int, int]:
+        return (max(1, s[0] // spatial_div), max(1, s[1] // spatial_div))
+
+    return Placement(
+        name=p.name,
+        batch=batch,
+        guidance_channels=max(1, p.guidance_channels // channel_div),
+        guidance_size=None if p.guidance_size is None else hw(p.guidance_size),
+        guided_channels=max(1, p.guided_channels // channel_div),
+        size=hw(p.size),
+        hidden_channels=max(1, p.hidden_channels // channel_div),
+        guidance_hidden_channels=max(1, p.guidance_hidden_channels // channel_div),
+        out_channels=max(1, p.out_channels // channel_div),
+    )
+
+
+def placements_for(device: torch.device, quick: bool, output_stride: int = 8) -> tuple[Placement, ...]:
+    """The placements benchmarked on ``device``: the paper's on CUDA, reduced OS8 ones on CPU."""
+    if quick:
+        return tuple(reduced(p, batch=1, channel_div=16, spatial_div=4) for p in paper_placements(8))
+    if device.type == "cuda":
+        return paper_placements(output_stride)
+    return tuple(reduced(p) for p in paper_placements(8))
+
+
+# --------------------------------------------------------------------------- workloads
+
+
+@dataclasses.dataclass
+class Workload:
+    """A built case.
+
+    Attributes:
+        step: the callable that is timed (compiled where the case says so).
+        reference_step: the same work in eager mode, used for FLOPs and the conv floor.
+        shapes: input shapes by name.
+        parameters: number of parameters of the module.
+        items: samples per call (for samples/s).
+        compile_seconds: wall time of the first call(s) of a compiled step, else ``None``.
+        notes: anything a reader of the record should know.
+    """
+
+    step: Callable[[], Any]
+    reference_step: Callable[[], Any]
+    shapes: dict[str, list[int]]
+    parameters: int
+    items: int
+    compile_seconds: float | None = None
+    notes: str = ""
+
+
+class Case(Protocol):
+    kind: str
+
+    @property
+    def name(self) -> str: ...
+
+    def fields(self) -> dict[str, Any]: ...
+
+    def build(self, device: torch.device) -> Workload: ...
+
+
+def autocast_context(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` for bf16/fp16, a null context for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _randn(
+    shape: tuple[int, ...],
+    device: torch.device,
+    gen: torch.Generator,
+    channels_last: bool = False,
+    requires_grad: bool = False,
+) -> torch.Tensor:
+    t = torch.randn(shape, generator=gen).to(device)
+    if channels_last and t.dim() == 4:
+        t = t.contiguous(memory_format=torch.channels_last)
+    return t.requires_grad_(requires_grad)
+
+
+def _make_step(
+    module: Callable[..., Any],
+    inputs: tuple[torch.Tensor, ...],
+    kwargs: dict[str, Any],
+    pass_: Pass,
+    device: torch.device,
+    precision: Precision,
+    grad_out: torch.Tensor | None,
+) -> Callable[[], Any]:
+    """Forward (under ``no_grad``) or forward + backward (with a fixed output gradient)."""
+    if pass_ == "fwd":
+
+        def fwd() -> Any:
+            with torch.no_grad(), autocast_context(device, precision):
+                return module(*inputs, **kwargs)
+
+        return fwd
+
+    assert grad_out is not None
+
+    def fwdbwd() -> None:
+        with autocast_context(device, precision):
+            out = module(*inputs, **kwargs)
+        if isinstance(out, tuple):
+            out = out[0]
+        out.backward(grad_out.to(out.dtype))
+
+    return fwdbwd
+
+
+def _finish(
+    module: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    kwargs: dict[str, Any],
+    out_shape: torch.Size,
+    pass_: Pass,
+    device: torch.device,
+    precision: Precision,
+    compiled: bool,
+    channels_last: bool,
+    gen: torch.Generator,
+    shapes: dict[str, list[int]],
+    items: int,
+) -> Workload:
+    from benchmarks.timing import wall_time
+
+    grad_out = _randn(tuple(out_shape), device, gen, channels_last) if pass_ == "fwdbwd" else None
+    reference = _make_step(module, inputs, kwargs, pass_, device, precision, grad_out)
+    step, compile_seconds = reference, None
+    if compiled:
+        compiled_module = torch.compile(module)
+        step = _make_step(compiled_module, inputs, kwargs, pass_, device, precision, grad_out)
+        compile_seconds = wall_time(step, device)
+    return Workload(step, reference, shapes, sum(p.numel() for p in module.parameters()), items, compile_seconds)
+
+
+@dataclasses.dataclass(frozen=True)
+class GateCase:
+    """One gate step G_t = gate(F_t, G_{t-1}[, c_{t-1}]) at a placement's hidden shape (B, C'_v, H, W)."""
+
+    placement: Placement
+    gate: str
+    pass_: Pass
+    precision: Precision = "fp32"
+    kind: str = "gate"
+
+    @property
+    def name(self) -> str:
+        return f"gate/{self.placement.name}/{self.gate}/{self.pass_}/{self.precision}"
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "placement": self.placement.name,
+            "gate": self.gate,
+            "pass": self.pass_,
+            "precision": self.precision,
+            "compiled": False,
+            "channels_last": False,
+        }
+
+    def build(self, device: torch.device) -> Workload:
+        import igf
+
+        gen = torch.Generator().manual_seed(0)
+        p = self.placement
+        c = p.hidden_channels
+        torch.manual_seed(0)
+        module = igf.GATES[self.gate](c, device=device)
+        shape = (p.batch, c, *p.size)
+        grad = self.pass_ == "fwdbwd"
+        fused, hidden = _randn(shape, device, gen, requires_grad=grad), _randn(shape, device, gen, requires_grad=grad)
+        cell = _randn(shape, device, gen, requires_grad=grad) if self.gate == "convlstm" else None
+        return _finish(
+            module,
+            (fused, hidden, cell),
+            {},
+            torch.Size(shape),
+            self.pass_,
+            device,
+            self.precision,
+            False,
+            False,
+            gen,
+            {"fused": list(shape), "hidden": list(shape)},
+            p.batch,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class FusionCase:
+    """One fusion unit F_t = BilinearFusionUnit(x, G_{t-1}) at a placement's hidden shape."""
+
+    placement: Placement
+    guidance: Guidance
+    pass_: Pass
+    precision: Precision = "fp32"
+    kind: str = "fusion"
+
+    @property
+    def name(self) -> str:
+        return f"fusion/{self.placement.name}/{self.guidance}/{self.pass_}/{self.precision}"
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "placement": self.placement.name,
+            "guidance": self.guidance,
+            "pass": self.pass_,
+            "precision": self.precision,
+            "compiled": False,
+            "channels_last": False,
+        }
+
+    def build(self, device: torch.device) -> Workload:
+        import igf
+
+        gen = torch.Generator().manual_seed(0)
+        p = self.placement
+        torch.manual_seed(0)
+        module = igf.BilinearFusionUnit(p.guidance_hidden_channels, p.hidden_channels, device=device)
+        grad = self.pass_ == "fwdbwd"
+        shape = (p.batch, p.hidden_channels, *p.size)
+        x_shape: tuple[int, ...] = (p.batch, p.guidance_hidden_channels)
+        x = _randn(x_shape, device, gen)
+        if self.guidance != "vector":
+            x = x[:, :, None, None].expand(*x_shape, *p.size).contiguous()
+        x.requires_grad_(grad)
+        guided = _randn(shape, device, gen, requires_grad=grad)
+        return _finish(
+            module,
+            (x, guided),
+            {},
+            torch.Size(shape),
+            self.pass_,
+            device,
+            self.precision,
+            False,
+            False,
+            gen,
+            {"guidance": list(x.shape), "guided": list(shape)},
+            p.batch,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class IGFCase:
+    """A full ``IterativeGatedFusion`` call and its variants.
+
+    ``guidance`` is "vector" (B, C_x), "tiled" (the same vector repeated to a
+    (B, C_x, H, W) map at Y's size) or "map" (the placement's own guidance map).
+    """
+
+    placement: Placement
+    pass_: Pass
+    gate: str = "asgate"
+    layers: int = 5
+    compiled: bool = False
+    channels_last: bool = False
+    precision: Precision = "fp32"
+    guidance: Guidance = "vector"
+    checkpoint: bool = False
+    kind: str = "igf"
+
+    @property
+    def name(self) -> str:
+        flags = [
+            f
+            for f, on in (
+                ("compiled", self.compiled),
+                ("channels_last", self.channels_last),
+                ("checkpoint", self.checkpoint),
+            )
+            if on
+        ]
+        return "/".join(
+            [
+                "igf",
+                self.placement.name,
+                self.gate,
+                f"L{self.layers}",
+                self.pass_,
+                self.precision,
+                self.guidance,
+                *flags,
+            ]
+        )
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "placement": self.placement.name,
+            "gate": self.gate,
+            "layers": self.layers,
+            "pass": self.pass_,
+            "compiled": self.compiled,
+            "channels_last": self.channels_last,
+            "precision": self.precision,
+            "guidance": self.guidance,
+            "checkpoint": self.checkpoint,
+        }
+
+    def build(self, device: torch.device) -> Workload:
+        import igf
+
+        gen = torch.Generator().manual_seed(0)
+        p = self.placement
+        torch.manual_seed(0)
+        module = igf.IterativeGatedFusion(
+            p.guidance_channels,
+            p.guided_channels,
+            num_layers=self.layers,
+            gate=self.gate,
+            hidden_channels=p.hidden_channels,
+            guidance_hidden_channels=p.guidance_hidden_channels,
+            out_channels=p.out_channels,
+            checkpoint=self.checkpoint,
+            device=device,
+        )
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        grad = self.pass_ == "fwdbwd"
+        y_shape = (p.batch, p.guided_channels, *p.size)
+        if self.guidance == "map":
+            assert p.guidance_size is not None, f"{p.name} has vector guidance"
+            x = _randn((p.batch, p.guidance_channels, *p.guidance_size), device, gen, self.channels_last)
+        else:
+            x = _randn((p.batch, p.guidance_channels), device, gen)
+            if self.guidance == "tiled":
+                x = (
+                    x[:, :, None, None]
+                    .expand(-1, -1, *p.size)
+                    .contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+                )
+        x.requires_grad_(grad)
+        y = _randn(y_shape, device, gen, self.channels_last, requires_grad=grad)
+        out_shape = torch.Size((p.batch, p.out_channels, *p.size))
+        module.train(grad)
+        return _finish(
+            module,
+            (x, y),
+            {},
+            out_shape,
+            self.pass_,
+            device,
+            self.precision,
+            self.compiled,
+            self.channels_last,
+            gen,
+            {"guidance": list(x.shape), "guided": list(y_shape)},
+            p.batch,
+        )
+
+
+# --------------------------------------------------------------------------- DCMFNet end to end
+
+
+def dcmfnet_available() -> tuple[bool, str]:
+    """Whether ``examples.dcmfnet.config.build_model`` can be imported (and why not)."""
+    try:
+        importlib.import_module("examples.dcmfnet.config")
+    except Exception as e:
+        return False, f"examples.dcmfnet is not importable ({type(e).__name__}: {e})"
+    return True, ""
+
+
+@dataclasses.dataclass(frozen=True)
+class DCMFNetCase:
+    """One DCMFNet train step (forward, BCE loss, backward, Adam step) or inference forward.
+
+    Attributes:
+        config: path of a YAML file with the model settings (a ``ModelConfig``, or a run
+            config with a ``model:`` section).
+        batch: images per step.
+        image_size: square input size.
+        text_length: tokens per expression.
+    """
+
+    config: str
+    pass_: Literal["train", "infer"]
+    batch: int
+    image_size: int
+    text_length: int = 15
+    precision: Precision = "fp32"
+    compiled: bool = False
+    channels_last: bool = False
+    kind: str = "dcmfnet"
+
+    @property
+    def name(self) -> str:
+        stem = self.config.rsplit("/", 1)[-1].removesuffix(".yaml")
+        return f"dcmfnet/{stem}/{self.pass_}/{self.precision}/b{self.batch}/{self.image_size}px"
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "pass": self.pass_,
+            "precision": self.precision,
+            "batch": self.batch,
+            "image_size": self.image_size,
+            "compiled": self.compiled,
+            "channels_last": self.channels_last,
+        }
+
+    def build(self, device: torch.device) -> Workload:
+        from benchmarks.dcmfnet import build_dcmfnet_step
+
+        return build_dcmfnet_step(self, device)
+
+
+def dedupe(cases: list[Any]) -> list[Any]:
+    """Drop repeated cases, keeping the first of each (a case can serve several tables)."""
+    seen: set[Any] = set()
+    out = []
+    for c in cases:
+        if c not in seen:
+            seen.add(c)
+            out.append(c)
+    return out
+
+
+def iter_placements(ps: tuple[Placement, ...], names: tuple[str, ...]) -> Iterator[Placement]:
+    for p in ps:
+        if p.name in names:
+            yield p

@@ -1,0 +1,382 @@
+"""Markdown tables, the issue's target ratios and PNG plots from the JSON records."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+Record = dict[str, Any]
+
+MIB = 2**20
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def _ok(records: Iterable[Record]) -> list[Record]:
+    return [r for r in records if "error" not in r and "skipped" not in r and "time_s" in r]
+
+
+def _find(records: list[Record], **want: Any) -> Record | None:
+    """The first successful record whose fields equal ``want``."""
+    for r in _ok(records):
+        if all(r.get(k) == v for k, v in want.items()):
+            return r
+    return None
+
+
+def _ratios(num: Record | None, den: Record | None) -> tuple[float | None, float | None]:
+    """Time ratio num/den by medians and by fastest blocks (the latter is robust to a busy machine)."""
+    if num is None or den is None:
+        return None, None
+    return num["time_s"]["median"] / den["time_s"]["median"], num["time_s"]["min"] / den["time_s"]["min"]
+
+
+def _fmt(x: float | None, spec: str = ".2f", none: str = "–") -> str:
+    return none if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def _verdict(value: float | None, target: float, higher_is_better: bool) -> str:
+    if value is None:
+        return "not measured"
+    met = value >= target if higher_is_better else value <= target
+    if met:
+        return "met"
+    gap = (target / value) if higher_is_better else (value / target)
+    return f"missed ({gap:.2f}x off)"
+
+
+IGF_BASE = dict(
+    kind="igf", gate="asgate", layers=5, compiled=False, channels_last=False, precision="fp32", checkpoint=False
+)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def target_rows(records: list[Record]) -> list[list[str]]:
+    """One row per target measurement: what, value (medians), value (fastest blocks), target, verdict."""
+    rows: list[list[str]] = []
+    placements = list(dict.fromkeys(r["placement"] for r in _ok(records) if r["kind"] == "gate"))
+    for p in placements:
+        a = _find(records, kind="gate", placement=p, gate="asgate", **{"pass": "fwdbwd"})
+        for other, target in (("convlstm", 1.6), ("convgru", 1.3)):
+            o = _find(records, kind="gate", placement=p, gate=other, **{"pass": "fwdbwd"})
+            ratio, ratio_min = _ratios(o, a)
+            flop_ratio = None if a is None or o is None or not a.get("flops") else o["flops"] / a["flops"]
+            rows.append(
+                [
+                    f"gate step fwd+bwd at {p}: {other} time / ASGate time (conv FLOP ratio {_fmt(flop_ratio)})",
+                    _fmt(ratio),
+                    _fmt(ratio_min),
+                    f">= {target}",
+                    _verdict(ratio, target, True),
+                ]
+            )
+    for r in _ok(records):
+        if r["kind"] != "igf" or "floor_ratio" not in r:
+            continue
+        if r["guidance"] == "tiled" or not all(r.get(k) == v for k, v in IGF_BASE.items() if k != "compiled"):
+            continue
+        target = 1.15 if r["compiled"] else 1.3
+        mode = "compiled" if r["compiled"] else "eager"
+        floor_min = r["time_s"]["min"] / r["floor_time_s"]["min"]
+        rows.append(
+            [
+                f"IGF {mode} {r['pass']} at {r['placement']} ({r['guidance']}): time / conv floor",
+                _fmt(r["floor_ratio"]),
+                _fmt(floor_min),
+                f"<= {target}",
+                _verdict(r["floor_ratio"], target, False),
+            ]
+        )
+    for r in _ok(records):
+        if r["kind"] == "igf" and r["checkpoint"] and r["layers"] == 5 and r["pass"] == "fwdbwd":
+            base = _find(
+                records,
+                **{
+                    **{
+                        k: r[k]
+                        for k in (
+                            "kind",
+                            "placement",
+                            "gate",
+                            "layers",
+                            "pass",
+                            "compiled",
+                            "channels_last",
+                            "precision",
+                            "guidance",
+                        )
+                    },
+                    "checkpoint": False,
+                },
+            )
+            if base is None or "peak_memory_bytes" not in r or "peak_memory_bytes" not in base:
+                continue
+            cut = 1 - r["peak_memory_bytes"] / base["peak_memory_bytes"]
+            cost, cost_min = _ratios(r, base)
+            rows.append(
+                [
+                    f"checkpointing, L=5, {r['placement']}: peak-memory cut",
+                    f"{cut:.0%}",
+                    "",
+                    ">= 40%",
+                    _verdict(cut, 0.40, True),
+                ]
+            )
+            rows.append(
+                [
+                    f"checkpointing, L=5, {r['placement']}: time with / without",
+                    _fmt(cost),
+                    _fmt(cost_min),
+                    "<= 1.35",
+                    _verdict(cost, 1.35, False),
+                ]
+            )
+    for r in _ok(records):
+        if r.get("guidance") != "tiled":
+            continue
+        keys = ("kind", "placement", "pass", "precision", "gate", "layers", "compiled", "channels_last", "checkpoint")
+        vec = _find(records, **{k: r[k] for k in keys if k in r}, guidance="vector")
+        if vec is None:
+            continue
+        ratio, ratio_min = _ratios(r, vec)
+        rows.append(
+            [
+                f"{r['kind']} {r['pass']} at {r['placement']}: tiled-map time / vector time",
+                _fmt(ratio),
+                _fmt(ratio_min),
+                ">= 1.0",
+                _verdict(ratio, 1.0, True),
+            ]
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def _shape(r: Record) -> str:
+    return "; ".join(f"{k} {tuple(v)}" for k, v in r.get("shapes", {}).items())
+
+
+def _case_row(r: Record) -> list[str]:
+    t = r["time_s"]
+    flops = r.get("flops")
+    mem = r.get("peak_memory_bytes")
+    return [
+        f"`{r['name']}`",
+        _shape(r),
+        _fmt(t["median"] * 1e3),
+        _fmt(t["iqr"] * 1e3),
+        _fmt(flops / 1e9 if flops else None),
+        _fmt(r["achieved_flops_per_s"] / 1e9 if flops else None, ".1f"),
+        _fmt(r.get("floor_ratio")),
+        _fmt(mem / MIB if mem is not None else None, ".1f"),
+        _fmt(r.get("items_per_s"), ".1f"),
+        _fmt(r.get("compile_seconds"), ".1f"),
+    ]
+
+
+CASE_HEADER = [
+    "case",
+    "input shapes",
+    "median ms",
+    "IQR ms",
+    "GFLOP",
+    "GFLOP/s",
+    "time / conv floor",
+    "peak MiB",
+    "samples/s",
+    "compile s",
+]
+
+GROUP_TITLES = {
+    "gate": "Gate step (ASGate vs ConvGRU vs ConvLSTM)",
+    "fusion": "Fusion unit",
+    "igf": "Full IGF (ASGate, L = 5) at each placement",
+    "depth": "IGF depth L = 1..7 per gate",
+    "compile": "Eager vs torch.compile",
+    "layout": "Contiguous vs channels_last",
+    "precision": "fp32 vs autocast",
+    "checkpoint": "Activation checkpointing",
+    "dcmfnet": "DCMFNet end to end",
+}
+
+
+def markdown(env: dict[str, Any], records: list[Record], plots: list[str]) -> str:
+    lines = [f"# igf benchmarks ({env['device']}: {env['device_name']})", ""]
+    lines += [f"Command: `{env.get('command', '')}`", ""]
+    env_rows = [[f"`{k}`", str(v)] for k, v in env.items() if k != "command"]
+    lines += [_table(["environment", "value"], env_rows), ""]
+    lines += [
+        "Method: `torch.utils.benchmark.Timer.blocked_autorange` after warm-up calls; the median and the "
+        "interquartile range (IQR) are over timed blocks (per-call time). Forward runs under `no_grad`; "
+        "forward+backward (`fwdbwd`) back-propagates a fixed random output gradient into parameters and inputs. "
+        "Compile time is the first compiled call and is never inside the timing. FLOPs from "
+        "`torch.utils.flop_counter.FlopCounterMode` (convolutions and matmuls only; elementwise ops count zero). "
+        "*Time / conv floor*: the case's time divided by the time of the same convolution/matmul aten calls "
+        "(recorded from one real call, same shapes, strides and dtypes) replayed back to back. "
+        f"Peak memory: {env.get('memory_method', '')}, above the memory live before the call "
+        "(parameters and inputs excluded). Shapes: see `benchmarks/cases.py` for how they derive from the paper.",
+        "",
+    ]
+    skipped = [r for r in records if "skipped" in r]
+    errors = [r for r in records if "error" in r]
+    trows = target_rows(records)
+    lines += ["## Targets of issue 5, as measured", ""]
+    lines += [
+        _table(["measurement", "value (medians)", "value (fastest blocks)", "target", "verdict (medians)"], trows)
+        if trows
+        else "(no target cases run)",
+        "",
+    ]
+    ok = _ok(records)
+    for group, title in GROUP_TITLES.items():
+        rs = [r for r in ok if group in r.get("groups", [])]
+        if not rs:
+            continue
+        lines += [f"## {title}", "", _table(CASE_HEADER, [_case_row(r) for r in rs]), ""]
+    if skipped:
+        lines += ["## Skipped", ""] + [f"- `{r['name']}`: {r['skipped']}" for r in skipped] + [""]
+    if errors:
+        lines += ["## Errors", ""] + [f"- `{r['name']}`: {r['error']}" for r in errors] + [""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _plot_depth(records: list[Record], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    rs = [r for r in _ok(records) if "depth" in r.get("groups", [])]
+    if not rs:
+        return False
+    passes = list(dict.fromkeys(r["pass"] for r in rs))
+    fig, axes = plt.subplots(1, len(passes), figsize=(5 * len(passes), 4), squeeze=False)
+    for ax, pass_ in zip(axes[0], passes, strict=True):
+        for gate in dict.fromkeys(r["gate"] for r in rs):
+            pts = sorted(
+                (r["layers"], r["time_s"]["median"] * 1e3, r["time_s"]["iqr"] * 1e3)
+                for r in rs
+                if r["pass"] == pass_ and r["gate"] == gate
+            )
+            if pts:
+                ax.errorbar(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    yerr=[p[2] / 2 for p in pts],
+                    marker="o",
+                    capsize=3,
+                    label=gate,
+                )
+        ax.set_xlabel("IGF layers L")
+        ax.set_ylabel("median time (ms), bar = IQR")
+        ax.set_title(f"IGF at {rs[0]['placement']}, {pass_}")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _plot_pairs(
+    records: list[Record],
+    path: Path,
+    group: str,
+    flag: str,
+    labels: tuple[str, str],
+    value: Callable[[Record], float | None],
+    ylabel: str,
+    title: str,
+    key: Callable[[Record], str],
+) -> bool:
+    import matplotlib.pyplot as plt
+
+    rs = [r for r in _ok(records) if group in r.get("groups", [])]
+    pairs: dict[str, list[float | None]] = {}
+    for r in rs:
+        pairs.setdefault(key(r), [None, None])[1 if r.get(flag) else 0] = value(r)
+    pairs = {k: v for k, v in pairs.items() if None not in v}
+    if not pairs:
+        return False
+    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(pairs) + 2), 4))
+    xs = range(len(pairs))
+    width = 0.38
+    for i, label in enumerate(labels):
+        ax.bar([x + (i - 0.5) * width for x in xs], [v[i] for v in pairs.values()], width, label=label)
+    ax.set_xticks(list(xs), list(pairs), rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_plots(records: list[Record], out_dir: Path) -> list[str]:
+    """Write the PNG plots that the records allow; returns their file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    written = []
+    if _plot_depth(records, out_dir / "time_vs_layers.png"):
+        written.append("time_vs_layers.png")
+    if _plot_pairs(
+        records,
+        out_dir / "eager_vs_compile.png",
+        "compile",
+        "compiled",
+        ("eager", "torch.compile"),
+        lambda r: r["time_s"]["median"] * 1e3,
+        "median time (ms)",
+        "IGF eager vs torch.compile",
+        lambda r: f"{r['placement']} {r['pass']}",
+    ):
+        written.append("eager_vs_compile.png")
+    if _plot_pairs(
+        records,
+        out_dir / "checkpoint_memory.png",
+        "checkpoint",
+        "checkpoint",
+        ("no checkpointing", "checkpointing"),
+        lambda r: r.get("peak_memory_bytes", math.nan) / MIB,
+        "peak memory of fwd+bwd (MiB)",
+        "IGF training peak memory",
+        lambda r: f"{r['placement']} L={r['layers']}",
+    ):
+        written.append("checkpoint_memory.png")
+    if _plot_pairs(
+        records,
+        out_dir / "checkpoint_time.png",
+        "checkpoint",
+        "checkpoint",
+        ("no checkpointing", "checkpointing"),
+        lambda r: r["time_s"]["median"] * 1e3,
+        "median fwd+bwd time (ms)",
+        "IGF training time",
+        lambda r: f"{r['placement']} L={r['layers']}",
+    ):
+        written.append("checkpoint_time.png")
+    return written
+
+
+def write_report(env: dict[str, Any], records: list[Record], out_dir: Path, *, plots: bool = True) -> None:
+    """Write ``results.md`` (and the PNG plots) into ``out_dir``."""
+    names = write_plots(records, out_dir) if plots else []
+    (out_dir / "results.md").write_text(markdown(env, records, names))

@@ -1,0 +1,235 @@
+"""Entry point: ``python -m benchmarks.run [--device cpu|cuda] [--quick] --output-dir DIR``.
+
+Writes to ``DIR``:
+    results.json   environment + one record per case (written after every case, so an
+                   interrupted run keeps what it measured)
+    results.md     tables, the issue's target ratios as measured, the method
+    *.png          time vs L per gate, eager vs compile, memory with/without checkpointing
+    command.txt    the command line that produced them
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks import memory, report
+from benchmarks.cases import dcmfnet_available
+from benchmarks.flops import capture_flop_ops, count_flops, replay, summarise_calls
+from benchmarks.suite import GROUPS, build_suite
+from benchmarks.timing import measure
+
+FLOOR_KINDS = ("gate", "fusion", "igf")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What the numbers depend on: device, library versions, threads."""
+    env: dict[str, Any] = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_num_threads": torch.get_num_threads(),
+        "torch_num_interop_threads": torch.get_num_interop_threads(),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "default_dtype": str(torch.get_default_dtype()),
+        "git_commit": _git_commit(),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "memory_method": memory.CUDA_METHOD if device.type == "cuda" else memory.CPU_METHOD,
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env["cuda_capability"] = f"{props.major}.{props.minor}"
+        env["cuda_memory_gib"] = round(props.total_memory / 2**30, 1)
+        env["allow_tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
+        env["allow_tf32_cudnn"] = torch.backends.cudnn.allow_tf32
+    return env
+
+
+def run_case(case: Any, groups: list[str], device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    """Build and measure one case; returns its JSON record (with ``error`` set on failure)."""
+    record: dict[str, Any] = {"name": case.name, "kind": case.kind, "groups": groups, **case.fields()}
+    started = time.perf_counter()
+    if case.kind == "dcmfnet":
+        available, reason = dcmfnet_available()
+        if not available or not Path(case.config).is_file():
+            record["skipped"] = reason or f"config {case.config} not found"
+            return record
+    try:
+        if getattr(case, "compiled", False):
+            torch._dynamo.reset()  # each compiled case starts from an empty cache (no recompile limit hit)
+        work = case.build(device)
+        record.update(
+            shapes=work.shapes, parameters=work.parameters, items=work.items, compile_seconds=work.compile_seconds
+        )
+        if work.notes:
+            record["notes"] = work.notes
+        t = measure(work.step, device, min_run_time=args.min_run_time, warmup=args.warmup, label=case.name)
+        record.update(time_s=t.as_dict(), items_per_s=work.items / t.median)
+        if not args.no_flops:
+            flops = count_flops(work.reference_step)
+            record.update(
+                flops=flops.total, flops_by_operator=flops.by_operator, achieved_flops_per_s=flops.total / t.median
+            )
+        if not args.no_floor and case.kind in FLOOR_KINDS:
+            calls = capture_flop_ops(work.reference_step)
+            floor_fn = replay(calls)
+            ft = measure(
+                floor_fn, device, min_run_time=args.min_run_time, warmup=args.warmup, label=case.name + "/floor"
+            )
+            record.update(floor_time_s=ft.as_dict(), floor_ops=summarise_calls(calls), floor_ratio=t.median / ft.median)
+            del floor_fn
+        if not args.no_memory:
+            m = memory.peak_memory(work.step, device)
+            record.update(peak_memory_bytes=m.peak_bytes, rss_peak_delta_bytes=m.rss_peak_delta_bytes)
+        del work
+    except Exception as e:
+        record["error"] = f"{type(e).__name__}: {e}"
+        record["traceback"] = traceback.format_exc(limit=8)
+    finally:
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    record["case_seconds"] = round(time.perf_counter() - started, 2)
+    return record
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="reduced CPU set (tiny shapes, short timings) for CI: under 2 minutes, asserts nothing",
+    )
+    p.add_argument("--output-dir", type=Path, required=True)
+    p.add_argument(
+        "--groups", default=",".join(GROUPS), help=f"comma-separated subset of: {', '.join(GROUPS)} (default: all)"
+    )
+    p.add_argument(
+        "--min-run-time",
+        type=float,
+        default=None,
+        help="seconds of timed blocks per measurement (default 1.0; 0.05 with --quick)",
+    )
+    p.add_argument("--warmup", type=int, default=None, help="untimed calls before timing (default 3; 1 with --quick)")
+    p.add_argument(
+        "--output-stride",
+        type=int,
+        choices=(8, 16),
+        default=8,
+        help="backbone output stride of the paper shapes (CUDA; CPU shapes are reduced OS8)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (default: 1 with --quick, else torch's default). On a machine shared "
+        "with other busy processes use 1: OpenMP barriers in multi-threaded ops stall whenever one "
+        "thread is descheduled, which inflated timings 10-100x on a loaded 2-core machine",
+    )
+    p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
+    p.add_argument("--no-floor", action="store_true", help="skip the conv floor")
+    p.add_argument("--no-memory", action="store_true", help="skip peak memory")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    args = p.parse_args(argv)
+    if args.min_run_time is None:
+        args.min_run_time = 0.05 if args.quick else 1.0
+    if args.warmup is None:
+        args.warmup = 1 if args.quick else 3
+    if args.threads is None and args.quick:
+        args.threads = 1
+    unknown = set(args.groups.split(",")) - set(GROUPS)
+    if unknown:
+        p.error(f"unknown groups {sorted(unknown)}; expected a subset of {list(GROUPS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run the benchmarks; returns the records (also written to ``--output-dir``)."""
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch.cuda.is_available() is False on this machine")
+    device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # static shapes: let cuDNN pick the fastest algorithms
+    out_dir: Path = args.output_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    command = "python -m benchmarks.run " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    (out_dir / "command.txt").write_text(command + "\n")
+
+    groups = tuple(args.groups.split(","))
+    suite = build_suite(device, args.quick, groups, args.output_stride)
+    env = environment(device)
+    env.update(
+        command=command,
+        quick=args.quick,
+        output_stride=args.output_stride,
+        min_run_time_s=args.min_run_time,
+        warmup_calls=args.warmup,
+    )
+    records: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for i, (case, case_groups) in enumerate(suite, 1):
+        rec = run_case(case, case_groups, device, args)
+        records.append(rec)
+        status = rec.get("error") or rec.get("skipped") or f"{rec['time_s']['median'] * 1e3:9.2f} ms"
+        print(f"[{i:3d}/{len(suite)}] {time.perf_counter() - started:6.1f}s {case.name:70s} {status}", flush=True)
+        env["total_seconds"] = round(time.perf_counter() - started, 1)
+        (out_dir / "results.json").write_text(json.dumps({"environment": env, "records": records}, indent=1))
+    report.write_report(env, records, out_dir, plots=not args.no_plots)
+    print(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'}" + ("" if args.no_plots else " and plots"))
+    return records
+
+
+if __name__ == "__main__":
+    main()

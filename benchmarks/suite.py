@@ -1,0 +1,156 @@
+"""The list of cases a run measures, grouped by the question each group answers.
+
+Groups (``--groups`` selects a subset):
+
+==========  ==================================================================
+gate        one gate step, ASGate vs ConvGRU vs ConvLSTM, every placement
+fusion      the fusion unit, vector vs tiled guidance, every placement
+igf         full IGF (L = 5, ASGate) at every placement, vector vs tiled map
+depth       full IGF for L = 1..7 and every gate (time vs L)
+compile     eager vs ``torch.compile`` (compile time reported apart)
+layout      contiguous vs channels_last
+precision   fp32 vs bf16 autocast (and fp16 on CUDA)
+checkpoint  activation checkpointing on/off: time and peak memory, L sweep
+dcmfnet     DCMFNet train step and inference, end to end
+==========  ==================================================================
+
+A case that several groups need (e.g. the eager fp32 IGF at the variant
+placement) is measured once and tagged with every group that uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.cases import (
+    GATE_NAMES,
+    DCMFNetCase,
+    FusionCase,
+    GateCase,
+    IGFCase,
+    Pass,
+    Placement,
+    placements_for,
+)
+
+GROUPS: tuple[str, ...] = ("gate", "fusion", "igf", "depth", "compile", "layout", "precision", "checkpoint", "dcmfnet")
+PASSES: tuple[Pass, ...] = ("fwd", "fwdbwd")
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteSettings:
+    """Which placements play which role in a run.
+
+    Attributes:
+        placements: all placements (every shape table covers them).
+        variant: the placement for compile / layout / precision / checkpoint-vs-L.
+        depth: the placement for the L = 1..7 sweep.
+        depths: the L values of the sweep.
+        checkpoint_depths: the L values of the checkpointing sweep.
+        precisions: the reduced precisions tried.
+        dcmfnet: (config path, batch, image size) of the end-to-end cases.
+    """
+
+    placements: tuple[Placement, ...]
+    variant: Placement
+    depth: Placement
+    depths: tuple[int, ...]
+    checkpoint_depths: tuple[int, ...]
+    precisions: tuple[str, ...]
+    dcmfnet: tuple[tuple[str, int, int], ...]
+
+
+def settings_for(device: torch.device, quick: bool, output_stride: int = 8) -> SuiteSettings:
+    """The suite layout for a device; ``quick`` is the reduced CPU smoke set."""
+    ps = placements_for(device, quick, output_stride)
+    by_name = {p.name: p for p in ps}
+    if quick:
+        return SuiteSettings(
+            ps,
+            by_name["E3"],
+            by_name["E_enc"],
+            (1, 2),
+            (5,),
+            ("bf16",),
+            (("examples/dcmfnet/configs/model_cpu.yaml", 2, 64),),
+        )
+    if device.type == "cuda":
+        dcm = tuple((str(path), 6, 480) for path in sorted(Path("examples/dcmfnet/configs").glob("paper_*.yaml")))
+        return SuiteSettings(
+            ps, by_name["E3"], by_name["E_enc"], tuple(range(1, 8)), (1, 3, 5, 7), ("bf16", "fp16"), dcm
+        )
+    return SuiteSettings(
+        ps,
+        by_name["E3"],
+        by_name["E_enc"],
+        tuple(range(1, 8)),
+        (1, 3, 5, 7),
+        ("bf16",),
+        (("examples/dcmfnet/configs/model_cpu.yaml", 6, 64),),
+    )
+
+
+def _guidances(p: Placement) -> tuple[str, ...]:
+    return ("vector", "tiled") if p.vector_guidance else ("map",)
+
+
+def build_suite(
+    device: torch.device, quick: bool, groups: tuple[str, ...] = GROUPS, output_stride: int = 8
+) -> list[tuple[Any, list[str]]]:
+    """Cases to run, each with the groups that use it, in run order.
+
+    The quick set measures one placement per group and mostly forward+backward:
+    it exercises every code path (floor, memory, compile, plots) in about a minute.
+    """
+    s = settings_for(device, quick, output_stride)
+    tagged: dict[Any, list[str]] = {}
+
+    def add(group: str, case: Any) -> None:
+        if group in groups:
+            tagged.setdefault(case, [])
+            if group not in tagged[case]:
+                tagged[case].append(group)
+
+    v = s.variant
+    passes: tuple[Pass, ...] = ("fwdbwd",) if quick else PASSES
+    shape_placements = (v, s.placements[-1]) if quick else s.placements
+    for p in (v,) if quick else s.placements:
+        for pass_ in passes:
+            for gate in GATE_NAMES:
+                add("gate", GateCase(p, gate, pass_))
+            for g in _guidances(p):
+                add("fusion", FusionCase(p, g, pass_))  # type: ignore[arg-type]
+    for p in shape_placements:
+        for pass_ in PASSES:
+            for g in _guidances(p):
+                add("igf", IGFCase(p, pass_, guidance=g))  # type: ignore[arg-type]
+    for pass_ in passes:
+        for gate in GATE_NAMES:
+            for L in s.depths:
+                add("depth", IGFCase(s.depth, pass_, gate=gate, layers=L))
+    for pass_ in PASSES:
+        add("layout", IGFCase(v, pass_))
+        add("layout", IGFCase(v, pass_, channels_last=True))
+        add("precision", IGFCase(v, pass_))
+        for prec in s.precisions:
+            add("precision", IGFCase(v, pass_, precision=prec))  # type: ignore[arg-type]
+    for L in s.checkpoint_depths:
+        add("checkpoint", IGFCase(v, "fwdbwd", layers=L))
+        add("checkpoint", IGFCase(v, "fwdbwd", layers=L, checkpoint=True))
+    for p in () if quick else s.placements:
+        g = _guidances(p)[0]
+        add("checkpoint", IGFCase(p, "fwdbwd", guidance=g))  # type: ignore[arg-type]
+        add("checkpoint", IGFCase(p, "fwdbwd", guidance=g, checkpoint=True))  # type: ignore[arg-type]
+    # compile last among the IGF cases: it is the slowest to set up.
+    compile_placement = s.depth if quick else v
+    for pass_ in ("fwd",) if quick else PASSES:
+        add("compile", IGFCase(compile_placement, pass_))
+        add("compile", IGFCase(compile_placement, pass_, compiled=True))
+    for config, batch, size in s.dcmfnet:
+        for dpass in ("infer", "train"):
+            add("dcmfnet", DCMFNetCase(config, dpass, batch, size))  # type: ignore[arg-type]
+    return [(c, g) for c, g in tagged.items()]

@@ -1,0 +1,109 @@
+"""Timing of a callable: warm-up, then ``torch.utils.benchmark.Timer.blocked_autorange``.
+
+``Timer`` synchronises CUDA around every timed block (its default timer calls
+``torch.cuda.synchronize()`` when CUDA is available), so the same code measures
+CPU and CUDA work. Each block runs the callable ``number_per_run`` times; the
+median and interquartile range are taken over the per-call times of the blocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils import benchmark
+
+
+@dataclasses.dataclass(frozen=True)
+class TimingResult:
+    """Summary of repeated timings of one callable, in seconds per call.
+
+    Attributes:
+        median: median time per call.
+        iqr: interquartile range (75th minus 25th percentile) of the time per call.
+        q25: 25th percentile.
+        q75: 75th percentile.
+        min: fastest block (least disturbed by other processes on a shared machine).
+        repeats: number of timed blocks.
+        number_per_block: calls per timed block.
+    """
+
+    median: float
+    iqr: float
+    q25: float
+    q75: float
+    min: float
+    repeats: int
+    number_per_block: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return dataclasses.asdict(self)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for all queued work on ``device`` (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def warm_up(fn: Callable[[], object], device: torch.device, calls: int) -> None:
+    """Call ``fn`` ``calls`` times and synchronise (allocator, cuDNN autotuning, caches)."""
+    for _ in range(calls):
+        fn()
+    synchronize(device)
+
+
+def measure(
+    fn: Callable[[], object],
+    device: torch.device,
+    *,
+    min_run_time: float = 1.0,
+    warmup: int = 3,
+    label: str = "",
+) -> TimingResult:
+    """Time ``fn`` after ``warmup`` calls.
+
+    Args:
+        fn: the work to time; it takes no arguments.
+        device: where the work runs (CUDA is synchronised around each block).
+        min_run_time: seconds of timed blocks to collect (at least two blocks are always run).
+        warmup: untimed calls before timing.
+        label: name stored in the ``torch.utils.benchmark`` measurement.
+
+    Returns:
+        The median and interquartile range of the time per call.
+    """
+    warm_up(fn, device, warmup)
+    timer = benchmark.Timer(
+        stmt="fn()",
+        globals={"fn": fn},
+        label=label,
+        num_threads=torch.get_num_threads(),
+    )
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    times = sorted(m.times)
+    if len(times) < 2:  # one very slow block: add one more so the IQR means something
+        extra = timer.timeit(number=m.number_per_run)
+        times = sorted(times + list(extra.times))
+    q = statistics.quantiles(times, n=4, method="inclusive")
+    return TimingResult(
+        median=statistics.median(times),
+        iqr=q[2] - q[0],
+        q25=q[0],
+        q75=q[2],
+        min=times[0],
+        repeats=len(times),
+        number_per_block=m.number_per_run,
+    )
+
+
+def wall_time(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds for one synchronised call of ``fn`` (used for compile time, never for the timing)."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start

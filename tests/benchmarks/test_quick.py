@@ -1,0 +1,58 @@
+"""Smoke test of the benchmark harness: a minimal quick run completes and writes its outputs.
+
+It asserts structure only (records, files, finite positive numbers), never a timing
+or a ratio: timings on shared CI machines mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from benchmarks import run
+
+
+def test_quick_subset_runs(tmp_path: Path) -> None:
+    """One test (so that pytest-xdist runs the benchmarks once): outputs, records, a memory comparison."""
+    records = run.main(["--quick", "--groups", "gate,igf,checkpoint", "--output-dir", str(tmp_path)])
+
+    for name in ("results.json", "results.md", "command.txt", "checkpoint_memory.png"):
+        assert (tmp_path / name).is_file(), name
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["environment"]["torch_num_threads"] == 1
+    assert len(data["records"]) == len(records) > 0
+    md = (tmp_path / "results.md").read_text()
+    assert "Targets of issue 5" in md and "checkpoint_memory.png" in md
+
+    assert not [(r["name"], r["error"]) for r in records if "error" in r]
+    assert {r["kind"] for r in records} == {"gate", "igf"}
+    assert {r["gate"] for r in records if r["kind"] == "gate"} == {"asgate", "convgru", "convlstm"}
+    for r in records:
+        t = r["time_s"]
+        assert math.isfinite(t["median"]) and t["median"] > 0 and t["iqr"] >= 0
+        assert r["flops"] > 0 and r["floor_ratio"] > 0
+        assert r["peak_memory_bytes"] >= 0
+
+    # Memory, unlike time, is deterministic: checkpointing must lower the training peak.
+    peak = {
+        r["checkpoint"]: r["peak_memory_bytes"]
+        for r in records
+        if r["kind"] == "igf"
+        and r["pass"] == "fwdbwd"
+        and r["layers"] == 5
+        and r["placement"] == "E3"
+        and r["guidance"] == "vector"
+        and not r["channels_last"]
+        and r["precision"] == "fp32"
+    }
+    assert peak[True] < peak[False]
+
+
+def test_unknown_group_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        run.parse_args(["--groups", "gate,nope", "--output-dir", str(tmp_path)])
