@@ -132,14 +132,14 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
         if isinstance(state, Mapping) and isinstance(state.get(container), Mapping):
             state = state[container]
     if not isinstance(state, Mapping):
-        raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors), got {type(state).__name__}")
+        raise ValueError(
+            f"{path} does not hold a state dict (a mapping of names to tensors), got {type(state).__name__}"
+        )
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-def check_state_dict(
-    expected: Mapping[str, Tensor], state: Mapping[str, Tensor], *, source: str, name: str
-) -> None:
-    """Raises ``ValueError`` naming keys of ``expected`` missing from ``state``, unexpected keys and shape mismatches."""
+def check_state_dict(expected: Mapping[str, Tensor], state: Mapping[str, Tensor], *, source: str, name: str) -> None:
+    """Raises ``ValueError`` naming keys missing from ``state``, unexpected keys, and shape mismatches."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mismatched = sorted(

@@ -252,7 +252,7 @@ def _build(cfg: ModelConfig, text_encoder: TextEncoder | None) -> DCMFNet:
     # LGVE-1: IGF(L, V_i) at the chosen stages, C'_v = C_v * ratio, C'_l = lgve1_guidance_channels.
     embedded = LGVE1_PLACEMENTS[cfg.lgve1]
     stage_fusions: dict[str, nn.Module] = {}
-    for name, channels in zip(("e2", "e3", "e4"), backbone.channels[1:]):
+    for name, channels in zip(("e2", "e3", "e4"), backbone.channels[1:], strict=True):
         stage_fusions[name] = (
             igf(
                 cfg.text_channels,

@@ -30,11 +30,11 @@ import torch
 from torch import Tensor, nn
 
 from examples.dcmfnet.backbones import VisionBackbone
-from examples.dcmfnet.blocks import ConvBN, SegmentationHead, resize_to
+from examples.dcmfnet.blocks import ConvBN, resize_to
 from examples.dcmfnet.text_encoders import TextEncoder
 from igf import IGFOutput, IterativeGatedFusion
 
-__all__ = ["DCMFNet", "DCMFNetOutput", "FUSION_SITES"]
+__all__ = ["FUSION_SITES", "DCMFNet", "DCMFNetOutput"]
 
 FUSION_SITES: tuple[str, ...] = ("e2", "e3", "e4", "enc", "dec")
 """Names of the fusion sites, as keys of :attr:`DCMFNetOutput.igf`: LGVE-1 at E2/E3/E4, LGVE-2, MLFF."""
@@ -250,9 +250,7 @@ class DCMFNet(nn.Module):
                 f"{tuple(input_ids.shape)}"
             )
         if input_ids.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"image batch ({images.shape[0]}) and text batch ({input_ids.shape[0]}) differ in size"
-            )
+            raise ValueError(f"image batch ({images.shape[0]}) and text batch ({input_ids.shape[0]}) differ in size")
 
 
 def _describe(value: object) -> str:

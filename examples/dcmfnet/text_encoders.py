@@ -27,9 +27,9 @@ from torch import Tensor, nn
 
 __all__ = [
     "DEFAULT_WORDS",
-    "HFTextEncoder",
     "POOLINGS",
     "TEXT_ENCODERS",
+    "HFTextEncoder",
     "TextEncoder",
     "WordTextEncoder",
     "build_text_encoder",

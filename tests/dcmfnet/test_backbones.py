@@ -23,11 +23,13 @@ TINY_SWIN = {"embed_dim": 8, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], 
 def assert_stage_shapes(backbone: VisionBackbone, size: tuple[int, int], device: str = "cpu") -> None:
     features = backbone(torch.randn(1, 3, *size, device=device))
     assert len(features) == 4
-    for feature, channels, reduction in zip(features, backbone.channels, backbone.reductions):
+    for feature, channels, reduction in zip(features, backbone.channels, backbone.reductions, strict=True):
         assert feature.shape == (1, channels, size[0] // reduction, size[1] // reduction)
 
 
-@pytest.mark.parametrize(("output_stride", "reductions"), [(8, (4, 8, 8, 8)), (16, (4, 8, 16, 16)), (32, (4, 8, 16, 32))])
+@pytest.mark.parametrize(
+    ("output_stride", "reductions"), [(8, (4, 8, 8, 8)), (16, (4, 8, 16, 16)), (32, (4, 8, 16, 32))]
+)
 def test_resnet50_dilation(output_stride: int, reductions: tuple[int, ...]) -> None:
     with torch.device("meta"):  # shapes only: no memory, no compute
         backbone = build_backbone("resnet50", output_stride=output_stride)
@@ -41,7 +43,7 @@ def test_resnet_widths_are_read_from_the_model() -> None:
     with torch.device("meta"):
         assert ResNetBackbone("resnet101").channels == (256, 512, 1024, 2048)
         assert ResNetBackbone("resnet18", output_stride=32).channels == (64, 128, 256, 512)
-    with pytest.raises(ValueError, match="resnet18.*output_stride=32"):
+    with pytest.raises(ValueError, match=r"resnet18.*output_stride=32"):
         ResNetBackbone("resnet18", output_stride=8)
 
 
@@ -65,7 +67,7 @@ def test_tiny_cnn(output_stride: int) -> None:
 
 
 def test_unknown_backbone_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="unknown backbone 'vgg'.*resnet101.*swin_base.*tiny_cnn"):
+    with pytest.raises(ValueError, match=r"unknown backbone 'vgg'.*resnet101.*swin_base.*tiny_cnn"):
         build_backbone("vgg")
     assert set(BACKBONES) == {"resnet18", "resnet50", "resnet101", "swin_tiny", "swin_small", "swin_base", "tiny_cnn"}
 
@@ -128,9 +130,9 @@ def test_mismatching_weights_file_names_the_keys(tmp_path: Path) -> None:
 
 
 def test_missing_weights_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
         build_backbone("tiny_cnn", weights=tmp_path / "nope.pth")
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
         build_backbone("swin_tiny", output_stride=32, weights=tmp_path / "nope.pth", options=TINY_SWIN)
 
 

@@ -122,7 +122,7 @@ def test_lgve1_places_igf_at_the_named_stages(placement: str) -> None:
         assert type(getattr(variant, f"fusion_{site}")) is expected
     assert_only_sites_differ(full, variant, {"fusion_e2", "fusion_e3", "fusion_e4"})
     # An IGF at stage i keeps C_i channels and uses C'_v = C_i / 2, C'_l = lgve1_guidance_channels.
-    for site, channels in zip(("e2", "e3", "e4"), variant.backbone.channels[1:]):
+    for site, channels in zip(("e2", "e3", "e4"), variant.backbone.channels[1:], strict=True):
         fusion = getattr(variant, f"fusion_{site}")
         if isinstance(fusion, IterativeGatedFusion):
             assert (fusion.guided_channels, fusion.out_channels, fusion.hidden_channels) == (
@@ -220,7 +220,7 @@ def test_parameter_groups_split_backbone_from_rest() -> None:
     backbone = {id(p) for p in model.backbone.parameters()}
     assert {id(p) for p in groups[0]["params"]} == backbone
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.parameters()} - backbone
-    torch.optim.Adam([{**g, "lr": lr} for g, lr in zip(groups, (1.82e-5, 1.82e-4))])
+    torch.optim.Adam([{**g, "lr": lr} for g, lr in zip(groups, (1.82e-5, 1.82e-4), strict=True)])
 
 
 def test_frozen_text_encoder_is_left_out_and_gets_no_gradient() -> None:

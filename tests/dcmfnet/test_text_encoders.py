@@ -95,7 +95,7 @@ def test_minilm_loads_its_packaged_weights_offline(monkeypatch: pytest.MonkeyPat
     encoder = minilm_encoder()  # mean pooling, local_files_only
     assert encoder.out_channels == 384 and encoder.pooling == "mean"
     with safe_open(str(minilm_path() / "model.safetensors"), "pt") as weights:
-        key = next(k for k in weights.keys() if k.endswith("embeddings.word_embeddings.weight"))
+        key = next(k for k in weights.keys() if k.endswith("word_embeddings.weight"))  # noqa: SIM118
         torch.testing.assert_close(encoder.model.embeddings.word_embeddings.weight, weights.get_tensor(key))
     encoder.eval()
     sentences = ["a man riding a horse", "a person on a horse", "a red triangle in the corner"]
@@ -130,7 +130,7 @@ def test_word_encoder_ignores_padding(pooling: str) -> None:
 
 
 def test_unknown_encoder_and_pooling() -> None:
-    with pytest.raises(ValueError, match="unknown text encoder 'gpt2'.*bert.*minilm.*word"):
+    with pytest.raises(ValueError, match=r"unknown text encoder 'gpt2'.*bert.*minilm.*word"):
         build_text_encoder("gpt2")
-    with pytest.raises(ValueError, match="unknown text pooling 'max'.*cls.*mean"):
+    with pytest.raises(ValueError, match=r"unknown text pooling 'max'.*cls.*mean"):
         build_text_encoder("word", pooling="max")
