@@ -76,14 +76,16 @@ napoleon_use_ivar = True
 napoleon_custom_sections = ["Inputs"]
 
 # -- doctest ----------------------------------------------------------------------
-# Every ``>>>`` block (pages and docstrings pulled in by autodoc) and every
-# ``testcode`` block runs under ``sphinx-build -b doctest``.
-doctest_global_setup = """
+# Every ``doctest`` / ``testcode`` block of the pages runs under ``sphinx-build -b doctest``.
+# Plain ``>>>`` blocks (the docstrings that autodoc pulls in) are left to their own test
+# runners: ``igf``'s examples run with ``python -m pytest --doctest-modules igf`` (tests/docs).
+doctest_test_doctest_blocks = ""
+doctest_global_setup = f"""
 import importlib.util
 import torch
+ROOT = {str(ROOT)!r}
 torch.manual_seed(0)
 # The ONNX example needs the ``dev`` extra (onnx, onnxscript, onnxruntime); it is skipped without it.
 HAVE_ONNX = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime"))
 """
-doctest_test_doctest_blocks = "default"
 trim_doctest_flags = True

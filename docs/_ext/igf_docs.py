@@ -118,7 +118,7 @@ class BenchmarkResults(SphinxDirective):
     has_content = False
 
     def run(self) -> list[nodes.Node]:
-        tables = sorted(RESULTS.glob("*.md")) if RESULTS.is_dir() else []
+        tables = sorted(RESULTS.rglob("*.md")) if RESULTS.is_dir() else []
         if not tables:
             return parse_lines(
                 self,
@@ -128,16 +128,18 @@ class BenchmarkResults(SphinxDirective):
                     "``--device cpu --quick`` for a short CPU run); :doc:`/guides/benchmarks` explains the output.",
                 ],
             )
-        result: list[nodes.Node] = []
+        lines: list[str] = []
         for table in tables:
             self.env.note_dependency(str(table))
-            text = table.read_text(encoding="utf-8")
-            title = nodes.paragraph()
-            title += nodes.strong(text=f"benchmarks/results/{table.name}")
-            block = nodes.literal_block(text, text)
-            block["language"] = "markdown"
-            result += [title, block]
-        return result
+            name = table.relative_to(ROOT).as_posix()
+            lines += [f"``{name}``:", "", ".. code-block:: markdown", ""]
+            lines += ["   " + line for line in table.read_text(encoding="utf-8").splitlines()]
+            lines += [""]
+            for plot in sorted(table.parent.glob("*.png")):
+                # Image paths starting with "/" are relative to the docs folder.
+                lines += [f".. figure:: /../{plot.relative_to(ROOT).as_posix()}", "   :width: 80%", "",
+                          f"   ``{plot.relative_to(ROOT).as_posix()}``", ""]
+        return parse_lines(self, lines)
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

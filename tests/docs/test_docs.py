@@ -1,0 +1,123 @@
+"""The documentation builds without warnings, and every example in it runs.
+
+- ``sphinx-build -W --keep-going -b html``: the pages, with warnings as errors.
+- ``sphinx-build -W --keep-going -b doctest``: every ``doctest`` / ``testcode`` block of the
+  pages (guides, math, gates, API pages), including ``torch.compile``, ``torch.export`` and ONNX.
+- ``doctest`` over ``igf``'s modules: the examples in the docstrings (as
+  ``python -m pytest --doctest-modules igf`` would run them).
+
+Both Sphinx builds start together in a module fixture (they are separate processes), so
+the module takes about as long as the slower one.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sphinx", reason="the docs extra is not installed")
+pytest.importorskip("furo", reason="the docs extra is not installed")
+
+import igf  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+PAGES = (
+    "index",
+    "guides/install",
+    "guides/own_model",
+    "guides/dcmfnet",
+    "guides/benchmarks",
+    "math",
+    "gates",
+    "api/igf",
+    "api/dcmfnet",
+)
+PUBLIC_NAMES = tuple(name for name in igf.__all__ if not name.startswith("_"))
+IGF_MODULES = ("igf", "igf.fusion", "igf.gates", "igf.iterative", "igf._validation")
+
+
+class Build:
+    def __init__(self, builder: str, out: Path) -> None:
+        self.out = out
+        env = {**os.environ, "IGF_DOCS_ONLINE": "0", "PYTHONWARNINGS": "ignore"}
+        command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", builder,
+                   "-d", str(out / "doctrees"), str(DOCS), str(out / builder)]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self._result: tuple[int, str, str] | None = None
+
+    def result(self) -> tuple[int, str, str]:
+        if self._result is None:
+            stdout, stderr = self.process.communicate(timeout=600)
+            self._result = (self.process.returncode, stdout, stderr)
+        return self._result
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Build]]:
+    started = {
+        builder: Build(builder, tmp_path_factory.mktemp(f"docs_{builder}")) for builder in ("html", "doctest")
+    }
+    yield started
+    for build in started.values():
+        if build.process.poll() is None:
+            build.process.kill()
+            build.process.wait()
+
+
+def test_html_build_has_no_warnings(builds: dict[str, Build]) -> None:
+    build = builds["html"]
+    returncode, _, stderr = build.result()
+    assert returncode == 0, f"sphinx-build -b html failed:\n{stderr}"
+    assert "WARNING" not in stderr and "ERROR" not in stderr, stderr
+    for page in PAGES:
+        assert (build.out / "html" / f"{page}.html").is_file(), f"page {page} was not built"
+
+
+def test_every_public_name_has_an_api_entry(builds: dict[str, Build]) -> None:
+    returncode, _, stderr = builds["html"].result()
+    assert returncode == 0, stderr
+    html = (builds["html"].out / "html" / "api" / "igf.html").read_text(encoding="utf-8")
+    missing = [name for name in PUBLIC_NAMES if f'id="igf.{name}"' not in html]
+    assert not missing, f"no API entry for {missing}"
+
+
+def test_every_public_name_has_an_example() -> None:
+    """Each public name has a runnable example: in its docstring, or in its entry on api/igf.rst."""
+    source = (DOCS / "api" / "igf.rst").read_text(encoding="utf-8")
+    entries = re.split(r"^\.\. (?:auto\w+|py:\w+):: ", source, flags=re.MULTILINE)[1:]
+    examples_on_page = {entry.split()[0]: ">>>" in entry or ".. testcode::" in entry for entry in entries}
+    without = [
+        name
+        for name in PUBLIC_NAMES
+        if not examples_on_page.get(name) and ">>>" not in (getattr(igf, name).__doc__ or "")
+    ]
+    assert not without, f"public names without an example: {without}"
+
+
+def test_guide_and_page_examples_run(builds: dict[str, Build]) -> None:
+    build = builds["doctest"]
+    returncode, stdout, stderr = build.result()
+    report_file = build.out / "doctest" / "output.txt"
+    report = report_file.read_text(encoding="utf-8") if report_file.is_file() else ""
+    assert returncode == 0, f"sphinx-build -b doctest failed:\n{report}\n{stdout}\n{stderr}"
+    passed = sum(int(n) for n in re.findall(r"^(\d+) passed and 0 failed", report, flags=re.MULTILINE))
+    assert passed >= 50, f"expected the pages' examples to run, the report says:\n{report}"
+    assert "failed" not in report.replace("0 failed", ""), report
+
+
+@pytest.mark.parametrize("module_name", IGF_MODULES)
+def test_igf_docstring_examples(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, report=True)
+    assert result.failed == 0, f"{result.failed} docstring example(s) of {module_name} failed"
