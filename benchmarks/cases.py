@@ -22,7 +22,7 @@ E_dec   M_dec (6, 256, 60,    V1 (6, 256, 120, 120)      128    128    128
 (OS16: every 60x60 above is 30x30; E_dec's guidance is (6, 256, 30, 30).)
 
 CPU runs use :func:`reduced` copies of the OS8 placements: batch 2, channels / 4,
-spatial size / 2 (e.g. E3: X (2, 64), Y (2, 256, 30, 30), C'_v 128, C'_l 64).
+spatial size / 4 (e.g. E3: X (2, 64), Y (2, 256, 15, 15), C'_v 128, C'_l 64).
 
 Every case is a frozen dataclass; :meth:`build` returns a :class:`Workload`
 (the callable that is timed, the eager callable used for FLOPs and the conv
@@ -102,7 +102,7 @@ def paper_placements(output_stride: int = 8) -> tuple[Placement, ...]:
     )
 
 
-def reduced(p: Placement, *, batch: int = 2, channel_div: int = 4, spatial_div: int = 2) -> Placement:
+def reduced(p: Placement, *, batch: int = 2, channel_div: int = 4, spatial_div: int = 4) -> Placement:
     """A smaller copy of ``p`` for CPU runs (same structure, fewer channels and pixels)."""
 
     def hw(s: tuple[int, int]) -> tuple[int, int]:
