@@ -64,14 +64,18 @@ pygments_dark_style = "monokai"
 
 # -- autodoc / napoleon ---------------------------------------------------------
 autodoc_member_order = "bysource"
-autodoc_typehints = "description"
-autodoc_typehints_description_target = "documented_params"
-autodoc_default_options = {"show-inheritance": False}
+# Types stay in the signatures (wrapped one parameter per line when long); the docstrings'
+# ``Args:`` give meaning and shapes. ("description" would add a "Return type: None" of
+# ``__init__`` under every class whose docstring has a ``Returns:`` section for ``forward``.)
+autodoc_typehints = "signature"
+maximum_signature_line_length = 88
+# nn.Module.forward's generic docstring is not about our modules: do not inherit it.
+autodoc_inherit_docstrings = False
 autoclass_content = "class"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
-napoleon_use_ivar = True
+napoleon_use_ivar = False  # ``Attributes:`` become attribute entries that can be linked
 # igf's docstrings state tensor shapes in an ``Inputs:`` section (TorchMultimodal style).
 napoleon_custom_sections = ["Inputs"]
 
