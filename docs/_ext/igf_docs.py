@@ -11,9 +11,9 @@ Directives:
     ``:num-layers:`` (default 5).
 
 ``.. igf-benchmark-results::``
-    The Markdown tables that ``python -m benchmarks.run`` writes to
-    ``benchmarks/results/`` (shown verbatim), or, where none was committed, a
-    sentence with the command that produces them.
+    Every ``*.md`` report that ``python -m benchmarks.run`` wrote under
+    ``benchmarks/results/`` (shown verbatim) with the PNG plots beside it, or,
+    where none was committed, a sentence with the command that produces them.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class BenchmarkResults(SphinxDirective):
         for table in tables:
             self.env.note_dependency(str(table))
             name = table.relative_to(ROOT).as_posix()
-            lines += [f"``{name}``:", "", ".. code-block:: markdown", ""]
+            lines += [f"``{name}``:", "", ".. code-block:: text", ""]
             lines += ["   " + line for line in table.read_text(encoding="utf-8").splitlines()]
             lines += [""]
             for plot in sorted(table.parent.glob("*.png")):
