@@ -18,8 +18,9 @@ Directives:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from docutils import nodes
 from docutils.parsers.rst import directives
@@ -77,7 +78,7 @@ def parse_lines(directive: SphinxDirective, lines: list[str]) -> list[nodes.Node
 
 class GateCosts(SphinxDirective):
     has_content = False
-    option_spec = {
+    option_spec: ClassVar[dict[str, Callable[[str], Any]]] = {
         "channels": directives.positive_int,
         "height": directives.positive_int,
         "width": directives.positive_int,
@@ -92,8 +93,8 @@ class GateCosts(SphinxDirective):
         rows = gate_costs(channels, height, width, num_layers)
         names = {"asgate": "ASGate", "convgru": "ConvGRU", "convlstm": "ConvLSTM"}
         lines = [
-            ".. list-table:: Cost per gate and per IGF (C'_v = %d, H x W = %d x %d, batch 1, L = %d)"
-            % (channels, height, width, num_layers),
+            f".. list-table:: Cost per gate and per IGF (C'_v = {channels}, H x W = {height} x {width}, "
+            f"batch 1, L = {num_layers})",
             "   :header-rows: 1",
             "   :widths: auto",
             "",
@@ -105,7 +106,7 @@ class GateCosts(SphinxDirective):
         ]
         for row in rows:
             lines += [
-                f"   * - {names.get(row['gate'], row['gate'])} (``\"{row['gate']}\"``)",
+                f'   * - {names.get(row["gate"], row["gate"])} (``"{row["gate"]}"``)',
                 f"     - {row['params']:,}",
                 f"     - {row['flops'] / 1e9:.2f}",
                 f"     - {row['igf_params']:,}",
@@ -137,8 +138,13 @@ class BenchmarkResults(SphinxDirective):
             lines += [""]
             for plot in sorted(table.parent.glob("*.png")):
                 # Image paths starting with "/" are relative to the docs folder.
-                lines += [f".. figure:: /../{plot.relative_to(ROOT).as_posix()}", "   :width: 80%", "",
-                          f"   ``{plot.relative_to(ROOT).as_posix()}``", ""]
+                lines += [
+                    f".. figure:: /../{plot.relative_to(ROOT).as_posix()}",
+                    "   :width: 80%",
+                    "",
+                    f"   ``{plot.relative_to(ROOT).as_posix()}``",
+                    "",
+                ]
         return parse_lines(self, lines)
 
 

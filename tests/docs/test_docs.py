@@ -26,7 +26,7 @@ import pytest
 pytest.importorskip("sphinx", reason="the docs extra is not installed")
 pytest.importorskip("furo", reason="the docs extra is not installed")
 
-import igf  # noqa: E402
+import igf
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -65,9 +65,7 @@ class Build:
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Build]]:
-    started = {
-        builder: Build(builder, tmp_path_factory.mktemp(f"docs_{builder}")) for builder in ("html", "doctest")
-    }
+    started = {builder: Build(builder, tmp_path_factory.mktemp(f"docs_{builder}")) for builder in ("html", "doctest")}
     yield started
     for build in started.values():
         if build.process.poll() is None:
