@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 import torch
@@ -157,6 +157,9 @@ class Workload:
 
 
 class Case(Protocol):
+    """What every case provides: a kind ("gate", "fusion", "igf", "dcmfnet"), a unique name,
+    its settings as JSON fields, and :meth:`build`."""
+
     kind: str
 
     @property
@@ -190,7 +193,7 @@ def _randn(
 
 def _make_step(
     module: Callable[..., Any],
-    inputs: tuple[torch.Tensor, ...],
+    inputs: tuple[torch.Tensor | None, ...],
     kwargs: dict[str, Any],
     pass_: Pass,
     device: torch.device,
@@ -220,7 +223,7 @@ def _make_step(
 
 def _finish(
     module: nn.Module,
-    inputs: tuple[torch.Tensor, ...],
+    inputs: tuple[torch.Tensor | None, ...],
     kwargs: dict[str, Any],
     out_shape: torch.Size,
     pass_: Pass,
@@ -275,7 +278,7 @@ class GateCase:
         p = self.placement
         c = p.hidden_channels
         torch.manual_seed(0)
-        module = igf.GATES[self.gate](c, device=device)
+        module = igf.GATES[self.gate](c, kernel_size=3, device=device, dtype=None)
         shape = (p.batch, c, *p.size)
         grad = self.pass_ == "fwdbwd"
         fused, hidden = _randn(shape, device, gen, requires_grad=grad), _randn(shape, device, gen, requires_grad=grad)
@@ -513,20 +516,3 @@ class DCMFNetCase:
         from benchmarks.dcmfnet import build_dcmfnet_step
 
         return build_dcmfnet_step(self, device)
-
-
-def dedupe(cases: list[Any]) -> list[Any]:
-    """Drop repeated cases, keeping the first of each (a case can serve several tables)."""
-    seen: set[Any] = set()
-    out = []
-    for c in cases:
-        if c not in seen:
-            seen.add(c)
-            out.append(c)
-    return out
-
-
-def iter_placements(ps: tuple[Placement, ...], names: tuple[str, ...]) -> Iterator[Placement]:
-    for p in ps:
-        if p.name in names:
-            yield p

@@ -44,7 +44,8 @@ def _build(config: str, device: torch.device) -> tuple[Any, str]:
 
 def _tokens(model: Any, batch: int, length: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
     try:
-        return model.tokenize(["the man on the left in a red shirt"] * batch, max_length=length)
+        tokens: dict[str, torch.Tensor] = model.tokenize(["the man on the left in a red shirt"] * batch, length)
+        return tokens
     except RuntimeError:  # a text encoder without a tokenizer: random token ids, full mask
         ids = torch.randint(1000, 2000, (batch, length), generator=gen)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -85,19 +86,19 @@ def build_dcmfnet_step(case: DCMFNetCase, device: torch.device) -> Workload:
         groups = model.parameter_groups()
         optimizer = torch.optim.Adam([{"params": g["params"]} for g in groups], lr=1e-4)
 
-        def train_step(m: Any) -> None:
+        def train_step(m: Any) -> Any:
             with autocast_context(device, case.precision):
                 logits = m(images, text)
                 loss = F.binary_cross_entropy_with_logits(logits.float(), target)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        def step() -> None:
-            train_step(run_model)
+        def step() -> Any:
+            return train_step(run_model)
 
-        def reference() -> None:
-            train_step(model)
+        def reference() -> Any:
+            return train_step(model)
 
     compile_seconds = wall_time(step, device) if case.compiled else None
     return Workload(step, reference, shapes, params, b, compile_seconds, notes)

@@ -74,7 +74,7 @@ def _cpu_profiler_peak(fn: Callable[[], object]) -> int:
     events.sort(key=lambda e: e.start_ns())
     live = peak = 0
     for e in events:
-        if e.device_type() == torch.autograd.DeviceType.CPU:
+        if e.device_type() == torch.autograd.DeviceType.CPU:  # type: ignore[attr-defined]
             live += e.nbytes()
             peak = max(peak, live)
     return peak
@@ -95,9 +95,9 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> MemoryResult:
         return MemoryResult(torch.cuda.max_memory_allocated(device) - before, CUDA_METHOD)
     rss_delta = None
     if _reset_rss_high_water_mark():
-        before = _proc_status_bytes("VmRSS")
+        rss_before = _proc_status_bytes("VmRSS")
         fn()
-        after = _proc_status_bytes("VmHWM")
-        if before is not None and after is not None:
-            rss_delta = after - before
+        rss_peak = _proc_status_bytes("VmHWM")
+        if rss_before is not None and rss_peak is not None:
+            rss_delta = rss_peak - rss_before
     return MemoryResult(_cpu_profiler_peak(fn), CPU_METHOD, rss_delta)

@@ -19,6 +19,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -27,10 +28,10 @@ from typing import Any
 import torch
 
 from benchmarks import memory, report
-from benchmarks.cases import dcmfnet_available
+from benchmarks.cases import Case, dcmfnet_available
 from benchmarks.flops import capture_flop_ops, count_flops, replay, summarise_calls
-from benchmarks.suite import GROUPS, build_suite
-from benchmarks.timing import measure
+from benchmarks.suite import GROUPS, build_suite, comparison_pairs
+from benchmarks.timing import measure, measure_interleaved
 
 FLOOR_KINDS = ("gate", "fusion", "igf")
 
@@ -89,14 +90,15 @@ def environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
-def run_case(case: Any, groups: list[str], device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+def run_case(case: Case, groups: list[str], device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     """Build and measure one case; returns its JSON record (with ``error`` set on failure)."""
     record: dict[str, Any] = {"name": case.name, "kind": case.kind, "groups": groups, **case.fields()}
     started = time.perf_counter()
+    config = getattr(case, "config", None)
     if case.kind == "dcmfnet":
         available, reason = dcmfnet_available()
-        if not available or not Path(case.config).is_file():
-            record["skipped"] = reason or f"config {case.config} not found"
+        if not available or config is None or not Path(config).is_file():
+            record["skipped"] = reason or f"config {config} not found"
             return record
     try:
         if getattr(case, "compiled", False):
@@ -107,21 +109,24 @@ def run_case(case: Any, groups: list[str], device: torch.device, args: argparse.
         )
         if work.notes:
             record["notes"] = work.notes
-        t = measure(work.step, device, min_run_time=args.min_run_time, warmup=args.warmup, label=case.name)
+        if not args.no_floor and case.kind in FLOOR_KINDS:
+            calls = capture_flop_ops(work.reference_step)
+            floor_fn = replay(calls)
+            record["floor_ops"] = summarise_calls(calls)
+            # case and floor in alternating blocks: their ratio does not drift with the machine's load
+            t, ft = measure_interleaved(
+                [work.step, floor_fn], device, min_run_time=args.min_run_time, warmup=args.warmup
+            )
+            record.update(floor_time_s=ft.as_dict(), floor_ratio=t.median / ft.median)
+            del floor_fn
+        else:
+            t = measure(work.step, device, min_run_time=args.min_run_time, warmup=args.warmup, label=case.name)
         record.update(time_s=t.as_dict(), items_per_s=work.items / t.median)
         if not args.no_flops:
             flops = count_flops(work.reference_step)
             record.update(
                 flops=flops.total, flops_by_operator=flops.by_operator, achieved_flops_per_s=flops.total / t.median
             )
-        if not args.no_floor and case.kind in FLOOR_KINDS:
-            calls = capture_flop_ops(work.reference_step)
-            floor_fn = replay(calls)
-            ft = measure(
-                floor_fn, device, min_run_time=args.min_run_time, warmup=args.warmup, label=case.name + "/floor"
-            )
-            record.update(floor_time_s=ft.as_dict(), floor_ops=summarise_calls(calls), floor_ratio=t.median / ft.median)
-            del floor_fn
         if not args.no_memory:
             m = memory.peak_memory(work.step, device)
             record.update(peak_memory_bytes=m.peak_bytes, rss_peak_delta_bytes=m.rss_peak_delta_bytes)
@@ -134,6 +139,31 @@ def run_case(case: Any, groups: list[str], device: torch.device, args: argparse.
         if device.type == "cuda":
             torch.cuda.empty_cache()
     record["case_seconds"] = round(time.perf_counter() - started, 2)
+    return record
+
+
+def run_comparison(
+    numerator: Case, denominator: Case, device: torch.device, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Time two cases in alternating blocks; returns their time ratio (numerator / denominator)."""
+    record: dict[str, Any] = {"numerator": numerator.name, "denominator": denominator.name}
+    try:
+        torch._dynamo.reset()
+        a, b = numerator.build(device), denominator.build(device)
+        ta, tb = measure_interleaved([a.step, b.step], device, min_run_time=args.min_run_time, warmup=args.warmup)
+        record.update(
+            numerator_time_s=ta.as_dict(),
+            denominator_time_s=tb.as_dict(),
+            ratio_median=ta.median / tb.median,
+            ratio_min=ta.min / tb.min,
+        )
+        del a, b
+    except Exception as e:
+        record["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     return record
 
 
@@ -176,6 +206,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     p.add_argument("--no-floor", action="store_true", help="skip the conv floor")
     p.add_argument("--no-memory", action="store_true", help="skip peak memory")
+    p.add_argument(
+        "--no-pairs", action="store_true", help="skip re-timing the target comparisons in alternating blocks"
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = p.parse_args(argv)
     if args.min_run_time is None:
@@ -208,8 +241,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     (out_dir / "command.txt").write_text(command + "\n")
 
     groups = tuple(args.groups.split(","))
+    if "compile" in groups and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        # a fresh Inductor cache, so that compile_seconds is a cold compile, not a cache hit
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="igf-bench-inductor-")
     suite = build_suite(device, args.quick, groups, args.output_stride)
     env = environment(device)
+    env["inductor_cache_dir"] = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     env.update(
         command=command,
         quick=args.quick,
@@ -226,7 +263,22 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(f"[{i:3d}/{len(suite)}] {time.perf_counter() - started:6.1f}s {case.name:70s} {status}", flush=True)
         env["total_seconds"] = round(time.perf_counter() - started, 1)
         (out_dir / "results.json").write_text(json.dumps({"environment": env, "records": records}, indent=1))
-    report.write_report(env, records, out_dir, plots=not args.no_plots)
+    comparisons: list[dict[str, Any]] = []
+    if not args.no_pairs:
+        pairs = comparison_pairs([c for c, _ in suite], include_compiled=not args.quick)
+        for i, (num, den) in enumerate(pairs, 1):
+            comp = run_comparison(num, den, device, args)
+            comparisons.append(comp)
+            status = comp.get("error") or f"ratio {comp['ratio_median']:.2f} (fastest blocks {comp['ratio_min']:.2f})"
+            print(
+                f"[pair {i:2d}/{len(pairs)}] {time.perf_counter() - started:6.1f}s {num.name} / {den.name}: {status}",
+                flush=True,
+            )
+            env["total_seconds"] = round(time.perf_counter() - started, 1)
+            (out_dir / "results.json").write_text(
+                json.dumps({"environment": env, "records": records, "comparisons": comparisons}, indent=1)
+            )
+    report.write_report(env, records, out_dir, plots=not args.no_plots, comparisons=comparisons)
     print(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'}" + ("" if args.no_plots else " and plots"))
     return records
 

@@ -152,5 +152,26 @@ def build_suite(
         add("compile", IGFCase(compile_placement, pass_, compiled=True))
     for config, batch, size in s.dcmfnet:
         for dpass in ("infer", "train"):
-            add("dcmfnet", DCMFNetCase(config, dpass, batch, size))  # type: ignore[arg-type]
+            add("dcmfnet", DCMFNetCase(config, dpass, batch, size))
     return [(c, g) for c, g in tagged.items()]
+
+
+def comparison_pairs(cases: list[Any], *, include_compiled: bool = True) -> list[tuple[Any, Any]]:
+    """The (numerator, denominator) case pairs behind the issue's targets, among ``cases``.
+
+    Each pair is re-timed in alternating blocks so that its ratio does not drift with
+    the machine's load: ConvLSTM / ASGate and ConvGRU / ASGate gate steps (fwd+bwd),
+    checkpointing on / off at L = 5, tiled map / vector guidance, compiled / eager.
+    """
+    present = set(cases)
+    pairs: list[tuple[Any, Any]] = []
+    for c in cases:
+        if isinstance(c, GateCase) and c.gate == "asgate" and c.pass_ == "fwdbwd":
+            pairs += [(dataclasses.replace(c, gate=g), c) for g in ("convlstm", "convgru")]
+        elif isinstance(c, IGFCase) and c.checkpoint and c.layers == 5:
+            pairs.append((c, dataclasses.replace(c, checkpoint=False)))
+        elif isinstance(c, (IGFCase, FusionCase)) and c.guidance == "tiled":
+            pairs.append((c, dataclasses.replace(c, guidance="vector")))
+        elif isinstance(c, IGFCase) and c.compiled and include_compiled:
+            pairs.append((c, dataclasses.replace(c, compiled=False)))
+    return [(a, b) for a, b in pairs if a in present and b in present]

@@ -107,3 +107,47 @@ def wall_time(fn: Callable[[], object], device: torch.device) -> float:
     fn()
     synchronize(device)
     return time.perf_counter() - start
+
+
+def _summarise(times: list[float], number: int) -> TimingResult:
+    times = sorted(times)
+    q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
+    return TimingResult(statistics.median(times), q[2] - q[0], q[0], q[2], times[0], len(times), number)
+
+
+def measure_interleaved(
+    fns: list[Callable[[], object]],
+    device: torch.device,
+    *,
+    min_run_time: float = 1.0,
+    warmup: int = 3,
+    min_rounds: int = 5,
+    block_seconds: float = 0.02,
+) -> list[TimingResult]:
+    """Time several callables in alternating blocks (A B A B ...), for ratios that hold on a busy machine.
+
+    Timing A for a while and then B lets a change in machine load between the two
+    (other processes, thermal state) bias A / B; alternating blocks exposes both to
+    the same conditions. Each block runs one callable enough times to last about
+    ``block_seconds``; rounds continue until every callable got ``min_rounds`` blocks
+    and about ``min_run_time`` seconds.
+
+    Returns:
+        One :class:`TimingResult` per callable, in order.
+    """
+    for fn in fns:
+        warm_up(fn, device, warmup)
+    numbers = [max(1, int(block_seconds / max(wall_time(fn, device), 1e-9))) for fn in fns]
+    times: list[list[float]] = [[] for _ in fns]
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < min_rounds or time.perf_counter() - start < min_run_time * len(fns):
+        for i, fn in enumerate(fns):
+            synchronize(device)
+            t0 = time.perf_counter()
+            for _ in range(numbers[i]):
+                fn()
+            synchronize(device)
+            times[i].append((time.perf_counter() - t0) / numbers[i])
+        rounds += 1
+    return [_summarise(ts, n) for ts, n in zip(times, numbers, strict=True)]
