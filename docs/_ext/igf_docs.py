@@ -12,12 +12,14 @@ Directives:
 
 ``.. igf-benchmark-results::``
     Every ``*.md`` report that ``python -m benchmarks.run`` wrote under
-    ``benchmarks/results/`` (shown verbatim) with the PNG plots beside it, or,
+    ``benchmarks/results/`` (its tables rendered as tables) with the PNG plots
+    beside it, or,
     where none was committed, a sentence with the command that produces them.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -129,23 +131,117 @@ class BenchmarkResults(SphinxDirective):
                     "``--device cpu --quick`` for a short CPU run); :doc:`/guides/benchmarks` explains the output.",
                 ],
             )
-        lines: list[str] = []
-        for table in tables:
-            self.env.note_dependency(str(table))
-            name = table.relative_to(ROOT).as_posix()
-            lines += [f"``{name}``:", "", ".. code-block:: text", ""]
-            lines += ["   " + line for line in table.read_text(encoding="utf-8").splitlines()]
-            lines += [""]
-            for plot in sorted(table.parent.glob("*.png")):
+        result: list[nodes.Node] = []
+        for report in tables:
+            self.env.note_dependency(str(report))
+            source = nodes.paragraph()
+            source += nodes.Text("From ")
+            source += nodes.literal(text=report.relative_to(ROOT).as_posix())
+            source += nodes.Text(":")
+            result.append(source)
+            result += markdown_nodes(report.read_text(encoding="utf-8"))
+            # The plots that the report links to, or that lie beside it.
+            plots = sorted(report.parent.glob("*.png"))
+            lines: list[str] = []
+            for plot in plots:
                 # Image paths starting with "/" are relative to the docs folder.
-                lines += [
-                    f".. figure:: /../{plot.relative_to(ROOT).as_posix()}",
-                    "   :width: 80%",
-                    "",
-                    f"   ``{plot.relative_to(ROOT).as_posix()}``",
-                    "",
-                ]
-        return parse_lines(self, lines)
+                lines += [f".. figure:: /../{plot.relative_to(ROOT).as_posix()}", "   :width: 80%", ""]
+                lines += [f"   ``{plot.name}``", ""]
+            result += parse_lines(self, lines) if lines else []
+        return result
+
+
+_CODE_SPAN = re.compile(r"`([^`]+)`")
+_EMPHASIS = re.compile(r"\*\*(.+?)\*\*|\*(.+?)\*")
+_IMAGE = re.compile(r"^!\[[^\]]*\]\([^)]*\)$")
+
+
+def _inline(text: str) -> list[nodes.Node]:
+    """Plain text with Markdown code spans as literals and ``*emphasis*`` markers dropped.
+
+    Nothing else is interpreted, so no text can cause a markup warning.
+    """
+    out: list[nodes.Node] = []
+    for index, part in enumerate(_CODE_SPAN.split(text)):
+        if part and index % 2:
+            out.append(nodes.literal(text=part))
+        elif part:
+            out.append(nodes.Text(_EMPHASIS.sub(lambda m: m.group(1) or m.group(2), part)))
+    return out
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def _table(rows: list[list[str]]) -> nodes.table:
+    header, body = rows[0], [row for row in rows[1:] if not all(set(cell) <= set(":-") for cell in row)]
+    width = len(header)
+    table = nodes.table(classes=["colwidths-auto"])  # HTML sizes the columns to their content
+    group = nodes.tgroup(cols=width)
+    table += group
+    for column in range(width):  # text and LaTeX builders use these widths
+        longest = max((len(row[column]) for row in [header, *body] if column < len(row)), default=1)
+        group += nodes.colspec(colwidth=min(max(longest, 3), 60))
+
+    def row_node(cells: list[str]) -> nodes.row:
+        row = nodes.row()
+        for cell in (cells + [""] * width)[:width]:
+            entry = nodes.entry()
+            paragraph = nodes.paragraph()
+            paragraph += _inline(cell)
+            entry += paragraph
+            row += entry
+        return row
+
+    thead = nodes.thead()
+    thead += row_node(header)
+    tbody = nodes.tbody()
+    tbody += [row_node(row) for row in body]
+    group += [thead, tbody]
+    return table
+
+
+def markdown_nodes(text: str) -> list[nodes.Node]:
+    """Render the Markdown subset of the benchmark reports: headings, pipe tables, lists, paragraphs.
+
+    Built as docutils nodes directly (no reST parsing), so whatever a report contains cannot
+    produce a Sphinx warning. Image links are skipped: the caller shows the PNG files.
+    """
+    result: list[nodes.Node] = []
+    lines = text.splitlines()
+    index = 0
+    while index < len(lines):
+        line = lines[index].strip()
+        if not line or _IMAGE.match(line):
+            index += 1
+        elif line.startswith("#"):
+            result.append(nodes.rubric(text=line.lstrip("#").strip()))
+            index += 1
+        elif line.startswith("|"):
+            rows = []
+            while index < len(lines) and lines[index].strip().startswith("|"):
+                rows.append(_cells(lines[index]))
+                index += 1
+            result.append(_table(rows))
+        elif line.startswith(("- ", "* ")):
+            bullets = nodes.bullet_list()
+            while index < len(lines) and lines[index].strip().startswith(("- ", "* ")):
+                item, paragraph = nodes.list_item(), nodes.paragraph()
+                paragraph += _inline(lines[index].strip()[2:])
+                item += paragraph
+                bullets += item
+                index += 1
+            result.append(bullets)
+        else:
+            paragraph_lines = []
+            while index < len(lines) and lines[index].strip() and not lines[index].strip().startswith(("#", "|")):
+                paragraph_lines.append(lines[index].strip())
+                index += 1
+            paragraph = nodes.paragraph()
+            paragraph += _inline(" ".join(paragraph_lines))
+            result.append(paragraph)
+    return result
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

@@ -121,3 +121,37 @@ def test_igf_docstring_examples(module_name: str) -> None:
     module = importlib.import_module(module_name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, report=True)
     assert result.failed == 0, f"{result.failed} docstring example(s) of {module_name} failed"
+
+
+def _docs_extension():  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        return importlib.import_module("igf_docs")
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+
+
+def test_gate_cost_table_numbers() -> None:
+    """The numbers the gates page computes at build time: Table 6's parameter counts, conv FLOPs."""
+    rows = {row["gate"]: row for row in _docs_extension().gate_costs(256, 30, 30, 5)}
+    assert {name: row["params"] for name, row in rows.items()} == {
+        "asgate": 1_769_984,
+        "convgru": 3_539_712,
+        "convlstm": 4_719_616,
+    }
+    for name, row in rows.items():  # 2 FLOPs per multiply-add, per output pixel and parameter weight
+        assert row["flops"] == 2 * (row["params"] - {"asgate": 2, "convgru": 3, "convlstm": 4}[name] * 256) * 30 * 30
+
+
+def test_benchmark_report_rendering_cannot_warn() -> None:
+    """Report text is turned into nodes without reST parsing: markup-like text stays text."""
+    from docutils import nodes
+
+    report = "# title\n\nSome *text* with `code`, a_trailing_ ref_ and |bars|.\n\n"
+    report += "| a | b |\n|---|---|\n| `x` | 1* |\n"
+    rendered = _docs_extension().markdown_nodes(report + "\n- item `y`\n\n![plot](p.png)\n")
+    kinds = [type(node) for node in rendered]
+    assert kinds == [nodes.rubric, nodes.paragraph, nodes.table, nodes.bullet_list]
+    assert rendered[1].astext() == "Some text with code, a_trailing_ ref_ and |bars|."
+    assert rendered[2].astext().endswith("1*")
+    assert len(list(rendered[2].findall(nodes.row))) == 2  # header + one body row; the --- line is dropped
