@@ -94,7 +94,12 @@ def evaluate_model(
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     shard = list(range(rank, len(dataset), world))  # no padding: every sample on exactly one rank
     loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=shard, collate_fn=collate_referring, num_workers=num_workers
+        dataset,
+        batch_size=batch_size,
+        sampler=shard,
+        collate_fn=collate_referring,
+        num_workers=num_workers,
+        generator=torch.Generator(),  # leaves the global RNG alone (training resumes exactly)
     )
     was_training = model.training
     model.eval()

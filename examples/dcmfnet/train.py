@@ -55,7 +55,7 @@ from examples.dcmfnet.evaluate import autocast, evaluate_model, save_prediction_
 from examples.dcmfnet.train_config import OptimConfig, RunConfig, config_to_dict, load_run_config
 from examples.dcmfnet.visualize import save_training_curves
 
-__all__ = ["LearningRateSchedule", "main", "train"]
+__all__ = ["LearningRateSchedule", "main", "segmentation_loss", "train"]
 
 #: Config sections that must match between a checkpoint and the run resuming from it.
 _RESUME_MUST_MATCH = ("model", "data.dataset", "data.image_size", "data.split_by", "data.max_tokens", "optim.optimizer")
@@ -125,6 +125,25 @@ class _StopRequest:
     def _handle(self, number: int, frame: FrameType | None) -> None:
         self.signal = number
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, *, dice_weight: float = 0.0) -> torch.Tensor:
+    """Sigmoid binary cross-entropy on the logits (the paper's loss), plus an optional soft Dice term.
+
+    Args:
+        logits: ``(B, 1, H, W)``.
+        masks: ``(B, 1, H, W)`` targets in {0, 1}.
+        dice_weight: weight of ``1 - soft Dice`` (0: BCE only, as in the paper). The Dice term
+            helps small objects on short CPU runs, where BCE alone first learns "all background".
+    """
+    logits = logits.float()
+    loss = F.binary_cross_entropy_with_logits(logits, masks)
+    if dice_weight > 0:
+        probabilities = logits.sigmoid()
+        intersection = (probabilities * masks).sum(dim=(1, 2, 3))
+        total = probabilities.sum(dim=(1, 2, 3)) + masks.sum(dim=(1, 2, 3))
+        loss = loss + dice_weight * (1.0 - (2.0 * intersection + 1.0) / (total + 1.0)).mean()
+    return loss
 
 
 def _seed_everything(seed: int) -> None:
@@ -300,8 +319,8 @@ def _train(
         if is_main:
             save_checkpoint(output_dir / name, payload)
 
-    record: dict[str, Any] = {}
-    finished = step >= total_steps or epoch >= cfg.train.epochs
+    record: dict[str, Any] = {"epoch": epoch, "step": step}
+    finished = epoch >= cfg.train.epochs or (cfg.train.max_steps is not None and step >= cfg.train.max_steps)
     reason = "done" if finished else ""
     model.train()
     while not reason:
@@ -313,7 +332,8 @@ def _train(
             collate_fn=collate_referring,
             num_workers=cfg.data.num_workers,
             drop_last=True,
-            persistent_workers=False,
+            # its own generator: creating an iterator must not draw from the global RNG (exact resume)
+            generator=torch.Generator().manual_seed(cfg.train.seed + epoch),
         )
         progress: Any = None
         if is_main and cfg.train.progress_bar:
@@ -333,7 +353,7 @@ def _train(
             with sync:
                 with autocast(device, cfg.train.precision):
                     logits = trained(images, text)
-                loss = F.binary_cross_entropy_with_logits(logits.float(), masks)
+                loss = segmentation_loss(logits, masks, dice_weight=cfg.train.dice_weight)
                 scaler.scale(loss / accumulation).backward()
             epoch_batches += 1
             losses.append(loss.item())
@@ -360,11 +380,12 @@ def _train(
                             img_s=f"{rate * cfg.train.batch_size * context.world_size:.1f}",
                             refresh=False,
                         )
-                stopping = stop.signal is not None or step >= total_steps or train_seconds >= budget_seconds
+                over_steps = cfg.train.max_steps is not None and step >= cfg.train.max_steps
+                stopping = stop.signal is not None or over_steps or train_seconds >= budget_seconds
                 if distributed.all_reduce_flag(stopping, device=device):
                     reason = (
                         "signal" if distributed.all_reduce_flag(stop.signal is not None, device=device)
-                        else "max_steps" if step >= total_steps else "time budget"
+                        else "max_steps" if over_steps else "time budget"
                     )  # fmt: skip
                     break
         if progress is not None:

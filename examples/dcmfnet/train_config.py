@@ -107,13 +107,19 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    """The loop: epochs, batch, precision, budget, logging."""
+    """The loop: epochs, batch, precision, loss, budget, logging.
+
+    The loss is sigmoid BCE (paper) plus ``dice_weight`` times a soft Dice loss (0 by default).
+    ``max_train_minutes`` stops training (not counting validation) when reached; ``num_threads``
+    sets ``torch.set_num_threads`` (1 is fastest on a CPU shared with other jobs).
+    """
 
     epochs: int = 15
     batch_size: int = 6
     eval_batch_size: Optional[int] = None
     grad_accum_steps: int = 1
     precision: str = "fp32"
+    dice_weight: float = 0.0
     seed: int = 0
     device: str = "auto"
     max_train_minutes: Optional[float] = None

@@ -1,0 +1,98 @@
+"""Evaluation and prediction entry points, the REFER path end to end, and a 2-process torchrun run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from examples.dcmfnet import evaluate, predict
+from examples.dcmfnet.data import SyntheticReferring
+from examples.dcmfnet.train import train
+from tests.dcmfnet.fixtures_refer import make_refer_fixture
+from tests.dcmfnet.test_train import CPU_CONFIG, TINY, tiny_config
+
+REPO = Path(__file__).resolve().parents[2]
+KEYS = {"overall_iou", "mean_iou", "num_samples", *(f"precision@{t}" for t in (0.5, 0.6, 0.7, 0.8, 0.9))}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("run")
+    train(tiny_config("train.epochs=1", "data.synthetic.val_samples=7", "data.synthetic.test_samples=5"), output)
+    return output / "last.pt"
+
+
+def test_evaluate_cli_writes_metrics_and_gallery(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "val.json"
+    assert evaluate.main(["--checkpoint", str(checkpoint), "--output-json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert KEYS <= set(result) and result["num_samples"] == 7 and result["split"] == "val"
+    assert all(0.0 <= result[k] <= 1.0 for k in KEYS - {"num_samples"})
+    assert (tmp_path / "val_gallery.png").is_file()
+    shuffled = tmp_path / "shuffled.json"
+    evaluate.main(["--checkpoint", str(checkpoint), "--split", "test", "--shuffle-expressions",
+                   "--output-json", str(shuffled), "--gallery", "none"])  # fmt: skip
+    result = json.loads(shuffled.read_text())
+    assert result["num_samples"] == 5 and result["shuffle_expressions"] is True and result["split"] == "test"
+    assert not (tmp_path / "shuffled_gallery.png").exists()
+
+
+def test_predict_cli_overlay_maps_and_bad_input(checkpoint: Path, tmp_path: Path) -> None:
+    raw = SyntheticReferring(split="test", num_samples=1, image_size=48).raw(0)  # another size than training
+    Image.fromarray(raw.image).save(tmp_path / "scene.png")
+    args = ["--checkpoint", str(checkpoint), "--image", str(tmp_path / "scene.png"), "--expression", raw.expression]
+    assert predict.main([*args, "--output", str(tmp_path / "out.png"), "--maps", str(tmp_path / "maps")]) == 0
+    assert Image.open(tmp_path / "out.png").size == (48, 48)
+    names = {p.name for p in (tmp_path / "maps").iterdir()}
+    assert "fig6_stages.png" in names and {"fig7_e3.png", "fig7_e4.png", "fig7_enc.png", "fig7_dec.png"} <= names
+    with pytest.raises(SystemExit, match="empty"):
+        predict.main([*args[:4], "--expression", "  ", "--output", str(tmp_path / "x.png")])
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(OSError, match="broken.png"):
+        predict.main([*args[:2], "--image", str(tmp_path / "broken.png"), "--expression", "the red circle",
+                      "--output", str(tmp_path / "x.png")])  # fmt: skip
+
+
+def test_refer_dataset_trains_and_evaluates_at_original_size(tmp_path: Path) -> None:
+    make_refer_fixture(tmp_path / "refer")
+    cfg = tiny_config("data.dataset=refcoco", f"data.root={tmp_path / 'refer'}", "train.epochs=1", "train.batch_size=2")
+    train(cfg, tmp_path / "run")
+    out = tmp_path / "testA.json"
+    evaluate.main(["--checkpoint", str(tmp_path / "run" / "last.pt"), "--split", "testA", "--output-json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["num_samples"] == 4 and result["resolution"] == "original image size"
+    # a missing dataset root names the expected layout
+    with pytest.raises(FileNotFoundError, match="expected the REFER layout"):
+        evaluate.main(["--checkpoint", str(tmp_path / "run" / "last.pt"), "--data-root", str(tmp_path / "none"),
+                       "--output-json", str(out)])  # fmt: skip
+
+
+def test_torchrun_two_processes_train_and_evaluate(checkpoint: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    overrides = [*TINY, "train.epochs=1", "data.synthetic.val_samples=7"]
+    subprocess.run(
+        [*launcher, "-m", "examples.dcmfnet.train", "--config", str(CPU_CONFIG), "--output-dir", str(tmp_path / "ddp"),
+         *overrides],
+        cwd=REPO, env=env, check=True, capture_output=True, timeout=240,
+    )  # fmt: skip
+    records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["val_num_samples"] == 7  # 7 samples over 2 ranks: none lost, none counted twice
+    assert records[-1]["step"] == 3  # 24 samples / 2 ranks / batch 4
+    # a 2-process evaluation gives the single-process numbers
+    subprocess.run(
+        [*launcher, "-m", "examples.dcmfnet.evaluate", "--checkpoint", str(checkpoint), "--gallery", "none",
+         "--output-json", str(tmp_path / "ddp.json")],
+        cwd=REPO, env=env, check=True, capture_output=True, timeout=240,
+    )  # fmt: skip
+    evaluate.main(["--checkpoint", str(checkpoint), "--gallery", "none", "--output-json", str(tmp_path / "one.json")])
+    two, one = (json.loads((tmp_path / name).read_text()) for name in ("ddp.json", "one.json"))
+    assert {k: two[k] for k in KEYS} == pytest.approx({k: one[k] for k in KEYS})
+    assert np.isclose(two["num_samples"], 7)

@@ -1,0 +1,146 @@
+"""The trainer on tiny runs: it learns, logs, resumes after SIGTERM exactly, refuses bad configs."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import examples.dcmfnet.train as train_module
+from examples.dcmfnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from examples.dcmfnet.train import LearningRateSchedule, train
+from examples.dcmfnet.train_config import ConfigError, OptimConfig, RunConfig, load_run_config
+
+CPU_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "dcmfnet" / "configs" / "cpu_synthetic.yaml"
+
+#: A run of a few steps at 32x32 on 24 scenes (about a second per epoch).
+TINY = [
+    "data.image_size=32",
+    "model.image_size=32",
+    "model.backbone_options.widths=[8,8,8,8]",
+    "model.igf_layers=2",
+    "model.igf_heads=2",
+    "data.synthetic.train_samples=24",
+    "data.synthetic.val_samples=8",
+    "train.batch_size=4",
+    "train.eval_batch_size=8",
+    "train.epochs=2",
+    "train.max_train_minutes=null",
+    "train.progress_bar=false",
+    "train.gallery_samples=2",
+    "optim.schedule_by=steps",
+    "optim.schedule=poly",
+    "optim.warmup_steps=2",
+    "train.num_threads=1",
+]
+
+
+def tiny_config(*overrides: str) -> RunConfig:
+    return load_run_config(CPU_CONFIG, [*TINY, *overrides])
+
+
+def test_cpu_config_loads_and_unknown_keys_fail() -> None:
+    cfg = load_run_config(CPU_CONFIG)
+    assert cfg.model.backbone == "tiny_cnn" and cfg.data.dataset == "synthetic"
+    assert cfg.train.max_train_minutes is not None and cfg.train.max_train_minutes <= 10
+    with pytest.raises(ConfigError, match=r"unknown config key 'train\.epoch'.*epochs"):
+        load_run_config(CPU_CONFIG, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match="precision"):
+        load_run_config(CPU_CONFIG, ["train.precision=fp8"])
+
+
+def test_schedule_warmup_and_decay() -> None:
+    schedule = LearningRateSchedule(OptimConfig(schedule="poly", warmup_steps=4, poly_power=1.0), total_steps=10)
+    assert [round(schedule(s), 3) for s in (0, 3, 5, 10)] == [0.25, 0.7, 0.5, 0.0]
+    timed = LearningRateSchedule(OptimConfig(schedule="cosine", schedule_by="time"), total_steps=10)
+    timed.time_fraction = 0.5
+    assert timed(1) == pytest.approx(0.5)
+
+
+def test_training_run_writes_everything(tmp_path: Path) -> None:
+    result = train(tiny_config("train.grad_accum_steps=2"), tmp_path)
+    assert result["stopped"] == "done" and result["epoch"] == 2 and result["step"] == 6  # 24/4/2 x 2
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(0.0 <= r["val_overall_iou"] <= 1.0 and r["val_num_samples"] == 8 for r in records)
+    for name in ("last.pt", "best.pt", "config.yaml", "metrics.csv", "curves.png", "gallery.png"):
+        assert (tmp_path / name).is_file(), name
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["config"]["train"]["grad_accum_steps"] == 2 and state["step"] == 6
+    # the same command again resumes a finished run: nothing more to do
+    again = train(tiny_config("train.grad_accum_steps=2"), tmp_path)
+    assert again["step"] == 6
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_step(tmp_path: Path, precision: str) -> None:
+    result = train(tiny_config(f"train.precision={precision}", "train.max_steps=1", "train.epochs=1"), tmp_path)
+    assert result["stopped"] == "max_steps" and result["step"] == 1
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert state["scaler"] == {} or "scale" in state["scaler"]
+
+
+def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tiny_config("model.head_dropout=0.2")  # dropout: the RNG state must be restored too
+    reference = train(cfg, tmp_path / "reference")
+    expected = load_checkpoint(tmp_path / "reference" / "last.pt")
+
+    calls = {"n": 0}
+    collate = train_module.collate_referring
+
+    def collate_then_sigterm(items: list[dict[str, Any]]) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 4:  # the 4th training batch: in the middle of epoch 1 (6 batches per epoch)
+            signal.raise_signal(signal.SIGTERM)
+        return collate(items)
+
+    monkeypatch.setattr(train_module, "collate_referring", collate_then_sigterm)
+    stopped = train(cfg, tmp_path / "resumed")
+    assert stopped["stopped"] == "signal" and stopped["step"] == 4
+    interrupted = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert (interrupted["epoch"], interrupted["step"], interrupted["epoch_batches"]) == (0, 4, 4)
+    monkeypatch.setattr(train_module, "collate_referring", collate)
+    resumed = train(cfg, tmp_path / "resumed")
+    assert resumed["step"] == reference["step"] == 12
+    final = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert final["step"] == expected["step"] and final["epoch"] == expected["epoch"]
+    for key, value in expected["model"].items():
+        torch.testing.assert_close(final["model"][key], value, msg=key)
+    for group_expected, group_final in zip(
+        expected["optimizer"]["state"].values(), final["optimizer"]["state"].values(), strict=True
+    ):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(group_final[key], group_expected[key])
+    assert final["scheduler"] == expected["scheduler"]
+
+
+def test_resume_refuses_another_config_and_truncated_file(tmp_path: Path) -> None:
+    train(tiny_config("train.epochs=1"), tmp_path)
+    with pytest.raises(CheckpointError, match=r"another config[\s\S]*model.igf_layers: 3 != 2"):
+        train(tiny_config("train.epochs=1", "model.igf_layers=3"), tmp_path)
+    with pytest.raises(CheckpointError, match="exists"):
+        train(tiny_config("train.epochs=1"), tmp_path, resume="never")
+    path = tmp_path / "last.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated"):
+        train(tiny_config("train.epochs=1"), tmp_path)
+
+
+def test_the_loss_goes_down(tmp_path: Path) -> None:
+    cfg = tiny_config("train.epochs=6", "data.synthetic.train_samples=16", "optim.lr_rest=3e-3", "optim.lr_backbone=3e-3")
+    train(cfg, tmp_path)
+    losses = [json.loads(line)["train_loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_atomic_checkpoint_is_what_resume_reads(tmp_path: Path) -> None:
+    train(tiny_config("train.epochs=1"), tmp_path)
+    state = load_checkpoint(tmp_path / "last.pt")
+    save_checkpoint(tmp_path / "copy.pt", {k: v for k, v in state.items() if k != "format"})
+    result = train(tiny_config("train.epochs=2"), tmp_path / "other", resume=str(tmp_path / "copy.pt"))
+    assert result["step"] == 12 and result["epoch"] == 2
