@@ -5,7 +5,7 @@ Public API:
 - :class:`IterativeGatedFusion` -- the IGF module (paper §3.1, Eq. 1-4).
 - :class:`BilinearFusionUnit` -- its multi-head bilinear fusion unit (Eq. 2).
 - :class:`ASGate`, :class:`ConvGRUGate`, :class:`ConvLSTMGate` -- its gating units (Eq. 3, Table 6).
-- :class:`IGFOutput`, :data:`OUTPUT_MODES`, :data:`GATES`, :class:`GateFactory`.
+- :class:`IGFOutput`, :data:`OUTPUT_MODES` / :data:`OutputMode`, :data:`GATES`, :class:`GateFactory`.
 """
 
 from igf.fusion import BilinearFusionUnit

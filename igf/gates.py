@@ -26,7 +26,24 @@ __all__ = ["GATES", "ASGate", "ConvGRUGate", "ConvLSTMGate", "GateFactory"]
 
 
 class GateFactory(Protocol):
-    """Anything that builds a gate module: a gate class or a function with this signature."""
+    """Anything that builds a gate module: a gate class or a function with this signature.
+
+    ``factory(channels, *, kernel_size, device, dtype)`` must return an
+    ``nn.Module`` called as ``new_hidden, new_cell = gate(fused, hidden, cell)``
+    with ``fused`` and ``hidden`` of shape ``(B, channels, H, W)``; ``new_cell``
+    is any extra recurrent state (or ``None``) handed back at the next step.
+
+    Example:
+        >>> import torch
+        >>> from igf import ASGate, IterativeGatedFusion
+        >>> class ResidualASGate(ASGate):
+        ...     def forward(self, fused, hidden, cell=None):
+        ...         new_hidden, _ = super().forward(fused, hidden)
+        ...         return hidden + new_hidden, None
+        >>> igf = IterativeGatedFusion(16, 8, num_layers=3, gate=ResidualASGate)
+        >>> igf(torch.randn(2, 16), torch.randn(2, 8, 4, 4)).shape
+        torch.Size([2, 8, 4, 4])
+    """
 
     def __call__(
         self,
