@@ -274,13 +274,14 @@ def _train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        schedule.total_steps = max(1, total_steps)  # this run's length wins over the stored one
         scaler.load_state_dict(state["scaler"])
         epoch, step, epoch_batches = state["epoch"], state["step"], state["epoch_batches"]
         train_seconds, best = state["train_seconds"], state["best_metric"]
         rng_states = state["rng"]
         restore_rng_state(rng_states[context.rank] if context.rank < len(rng_states) else rng_states[0])
         if is_main:
-            print(f"resuming from {output_dir / 'last.pt'}: epoch {epoch}, step {step}, batch {epoch_batches}")
+            print(f"resuming at epoch {epoch}, step {step}, batch {epoch_batches} of the epoch")
     if is_main:
         OmegaConf.save(OmegaConf.structured(cfg), output_dir / "config.yaml")
         parameters = sum(p.numel() for p in model.parameters())

@@ -5,7 +5,9 @@ The run config has four sections: ``model`` (a :class:`~examples.dcmfnet.config.
 1.82e-5 for the vision encoder and 1.82e-4 for the rest, 15 epochs, batch 6, 480×480, sigmoid
 BCE); ``configs/cpu_synthetic.yaml`` overrides them for the built-in dataset on a CPU.
 
-Unknown keys, in a file or an override, are errors that name the key and list the valid ones.
+A run config's ``model:`` is either the model fields themselves or the name of a model-config
+file (``model: paper_resnet101.yaml``, relative to the run config). Unknown keys, in a file or
+an override, are errors that name the key and list the valid ones.
 
 Example::
 
@@ -199,7 +201,14 @@ def load_run_config(path: str | Path | None = None, overrides: Sequence[str] = (
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        sources.append((str(path), OmegaConf.load(path)))
+        loaded = OmegaConf.load(path)
+        if isinstance(loaded, DictConfig) and isinstance(loaded.get("model"), str):
+            # `model: paper_resnet101.yaml` names a model-config file, relative to this file
+            model_path = (path.parent / loaded.model).resolve()
+            if not model_path.is_file():
+                raise FileNotFoundError(f"{path}: model config file {model_path} does not exist")
+            loaded.model = OmegaConf.load(model_path)
+        sources.append((str(path), loaded))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")

@@ -53,6 +53,15 @@ def test_cpu_config_loads_and_unknown_keys_fail() -> None:
         load_run_config(CPU_CONFIG, ["train.precision=fp8"])
 
 
+@pytest.mark.parametrize("name", ["refcoco_unc_resnet101", "refcocoplus_unc_resnet101", "refcocog_umd_resnet101",
+                                  "referit_resnet101", "refcoco_unc_swin"])  # fmt: skip
+def test_paper_recipe_configs(name: str) -> None:
+    cfg = load_run_config(CPU_CONFIG.parent / f"{name}.yaml")
+    assert (cfg.optim.lr_backbone, cfg.optim.lr_rest) == (1.82e-5, 1.82e-4)
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.data.image_size, cfg.train.dice_weight) == (15, 6, 480, 0.0)
+    assert cfg.model.igf_layers == 5 and cfg.model.backbone in ("resnet101", "swin_base")
+
+
 def test_schedule_warmup_and_decay() -> None:
     schedule = LearningRateSchedule(OptimConfig(schedule="poly", warmup_steps=4, poly_power=1.0), total_steps=10)
     assert [round(schedule(s), 3) for s in (0, 3, 5, 10)] == [0.25, 0.7, 0.5, 0.0]
