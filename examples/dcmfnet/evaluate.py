@@ -23,7 +23,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -37,7 +36,14 @@ from examples.dcmfnet.metrics import ReferringMetrics, masks_from_logits
 from examples.dcmfnet.train_config import RunConfig, run_config_from_dict
 from examples.dcmfnet.visualize import save_gallery
 
-__all__ = ["autocast", "evaluate_model", "load_model_from_checkpoint", "main", "predict_masks", "save_prediction_gallery"]
+__all__ = [
+    "autocast",
+    "evaluate_model",
+    "load_model_from_checkpoint",
+    "main",
+    "predict_masks",
+    "save_prediction_gallery",
+]
 
 
 def autocast(device: torch.device, precision: str) -> Any:
@@ -224,8 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(json.dumps(result, indent=2) + "\n")
             summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-            print(f"{split}{' (shuffled expressions)' if args.shuffle_expressions else ''}: {summary}, "
-                  f"num_samples {metrics['num_samples']} -> {output}")
+            print(
+                f"{split}{' (shuffled expressions)' if args.shuffle_expressions else ''}: {summary}, "
+                f"num_samples {metrics['num_samples']} -> {output}"
+            )
             if args.gallery != "none":
                 gallery = Path(args.gallery) if args.gallery else output.with_name(output.stem + "_gallery.png")
                 save_prediction_gallery(

@@ -392,13 +392,12 @@ def _train(
         if progress is not None:
             progress.close()
         epoch_done = epoch_batches >= batches_per_epoch
-        if reason == "signal":
-            if not epoch_done:
-                save("last.pt", checkpoint_state())
-                if is_main:
-                    name = signal.Signals(stop.signal).name if stop.signal else "signal"
-                    print(f"{name}: saved {output_dir / 'last.pt'} at step {step}; run the same command to resume")
-                return {"stopped": "signal", "step": step, "epoch": epoch}
+        if reason == "signal" and not epoch_done:
+            save("last.pt", checkpoint_state())
+            if is_main:
+                name = signal.Signals(stop.signal).name if stop.signal else "signal"
+                print(f"{name}: saved {output_dir / 'last.pt'} at step {step}; run the same command to resume")
+            return {"stopped": "signal", "step": step, "epoch": epoch}
         if epoch_done:
             epoch, epoch_batches = epoch + 1, 0
             if epoch >= cfg.train.epochs and not reason:
@@ -424,7 +423,9 @@ def _train(
         save("last.pt", payload)
         if is_main:
             _write_logs(output_dir, record, writer)
-            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items() if not k.startswith("lr")}
+            shown = {
+                k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items() if not k.startswith("lr")
+            }
             print(json.dumps(shown))
         if reason == "signal":
             if is_main:
@@ -464,4 +465,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

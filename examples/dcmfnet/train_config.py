@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -74,16 +74,16 @@ class DataConfig:
 
     dataset: str = "synthetic"
     root: str = "data/refer"
-    split_by: Optional[str] = None
-    image_dir: Optional[str] = None
+    split_by: str | None = None
+    image_dir: str | None = None
     train_split: str = "train"
     val_split: str = "val"
     image_size: int = 480
-    max_tokens: Optional[int] = None
+    max_tokens: int | None = None
     hflip_probability: float = 0.0
     num_workers: int = 0
-    max_train_samples: Optional[int] = None
-    max_val_samples: Optional[int] = None
+    max_train_samples: int | None = None
+    max_val_samples: int | None = None
     synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
 
 
@@ -118,19 +118,19 @@ class TrainConfig:
 
     epochs: int = 15
     batch_size: int = 6
-    eval_batch_size: Optional[int] = None
+    eval_batch_size: int | None = None
     grad_accum_steps: int = 1
     precision: str = "fp32"
     dice_weight: float = 0.0
     seed: int = 0
     device: str = "auto"
-    max_train_minutes: Optional[float] = None
-    max_steps: Optional[int] = None
+    max_train_minutes: float | None = None
+    max_steps: int | None = None
     eval_every_epochs: int = 1
     log_every_steps: int = 20
     gallery_samples: int = 8
     progress_bar: bool = True
-    num_threads: Optional[int] = None
+    num_threads: int | None = None
 
 
 @dataclass
@@ -159,7 +159,9 @@ def _merge(sources: Sequence[tuple[str, Any]]) -> DictConfig:
             for part in parent.split(".") if parent else []:
                 node = getattr(node, part, None)
             valid = ", ".join(_valid_keys(node)) or "?"
-            raise ConfigError(f"unknown config key {key!r} in {name}; valid keys under {parent or 'the top level'}: {valid}") from None
+            raise ConfigError(
+                f"unknown config key {key!r} in {name}; valid keys under {parent or 'the top level'}: {valid}"
+            ) from None
         except OmegaConfBaseException as error:
             raise ConfigError(f"invalid value in {name}: {error}") from None
     return merged
@@ -168,16 +170,31 @@ def _merge(sources: Sequence[tuple[str, Any]]) -> DictConfig:
 def _validate(cfg: RunConfig) -> RunConfig:
     checks = [
         (cfg.data.dataset in DATASETS, f"data.dataset must be one of {DATASETS}, got {cfg.data.dataset!r}"),
-        (cfg.train.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {cfg.train.precision!r}"),
+        (
+            cfg.train.precision in PRECISIONS,
+            f"train.precision must be one of {PRECISIONS}, got {cfg.train.precision!r}",
+        ),
         (cfg.optim.schedule in SCHEDULES, f"optim.schedule must be one of {SCHEDULES}, got {cfg.optim.schedule!r}"),
-        (cfg.optim.schedule_by in ("steps", "time"), f"optim.schedule_by must be 'steps' or 'time', got {cfg.optim.schedule_by!r}"),
-        (cfg.optim.optimizer in ("adam", "adamw"), f"optim.optimizer must be 'adam' or 'adamw', got {cfg.optim.optimizer!r}"),
-        (cfg.optim.schedule_by != "time" or cfg.train.max_train_minutes, "optim.schedule_by=time needs train.max_train_minutes"),
+        (
+            cfg.optim.schedule_by in ("steps", "time"),
+            f"optim.schedule_by must be 'steps' or 'time', got {cfg.optim.schedule_by!r}",
+        ),
+        (
+            cfg.optim.optimizer in ("adam", "adamw"),
+            f"optim.optimizer must be 'adam' or 'adamw', got {cfg.optim.optimizer!r}",
+        ),
+        (
+            cfg.optim.schedule_by != "time" or cfg.train.max_train_minutes,
+            "optim.schedule_by=time needs train.max_train_minutes",
+        ),
         (cfg.train.batch_size > 0, f"train.batch_size must be positive, got {cfg.train.batch_size}"),
         (cfg.train.grad_accum_steps > 0, f"train.grad_accum_steps must be positive, got {cfg.train.grad_accum_steps}"),
         (cfg.train.epochs > 0, f"train.epochs must be positive, got {cfg.train.epochs}"),
         (cfg.data.image_size > 0, f"data.image_size must be positive, got {cfg.data.image_size}"),
-        (cfg.train.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {cfg.train.device!r}"),
+        (
+            cfg.train.device in ("auto", "cpu", "cuda"),
+            f"train.device must be auto, cpu or cuda, got {cfg.train.device!r}",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -91,7 +91,9 @@ def make_refer_fixture(root: Path, *, dataset: str = "refcoco", split_by: str = 
             )
             sentences = []
             for text in (f"object {k} of image {image_id}", f"the {'left' if k == 0 else 'right'} thing"):
-                sentences.append({"tokens": text.split(), "raw": text.capitalize() + ".", "sent_id": sent_id, "sent": text})
+                sentences.append(
+                    {"tokens": text.split(), "raw": text.capitalize() + ".", "sent_id": sent_id, "sent": text}
+                )
                 sent_id += 1
             refs.append(
                 {

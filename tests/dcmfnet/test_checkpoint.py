@@ -15,7 +15,9 @@ from examples.dcmfnet import checkpoint as ckpt
 def test_round_trip_and_rng(tmp_path: Path) -> None:
     state = ckpt.capture_rng_state()
     before = (random.random(), float(np.random.rand()), float(torch.rand(())))
-    path = ckpt.save_checkpoint(tmp_path / "a" / "last.pt", {"config": {"x": 1}, "model": {"w": torch.arange(3)}, "rng": [state]})
+    path = ckpt.save_checkpoint(
+        tmp_path / "a" / "last.pt", {"config": {"x": 1}, "model": {"w": torch.arange(3)}, "rng": [state]}
+    )
     loaded = ckpt.load_checkpoint(path)
     assert loaded["config"] == {"x": 1} and torch.equal(loaded["model"]["w"], torch.arange(3))
     ckpt.restore_rng_state(loaded["rng"][0])

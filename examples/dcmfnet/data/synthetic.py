@@ -211,7 +211,13 @@ def generate_scene(
             SIZES[rng.integers(len(SIZES))],
         )
         u = rng.random()
-        kind = "size" if u < size_probability else "position" if u < size_probability + position_probability else "attributes"
+        kind = (
+            "size"
+            if u < size_probability
+            else "position"
+            if u < size_probability + position_probability
+            else "attributes"
+        )
         other_size = SIZES[1 - SIZES.index(size)]
         specs = [(colour, shape, size)]
         if kind == "size":
