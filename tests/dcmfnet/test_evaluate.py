@@ -16,7 +16,7 @@ from examples.dcmfnet import evaluate, predict
 from examples.dcmfnet.data import SyntheticReferring
 from examples.dcmfnet.train import train
 from tests.dcmfnet.fixtures_refer import make_refer_fixture
-from tests.dcmfnet.test_train import CPU_CONFIG, TINY, tiny_config
+from tests.dcmfnet.tiny_run import CPU_CONFIG, TINY, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = {"overall_iou", "mean_iou", "num_samples", *(f"precision@{t}" for t in (0.5, 0.6, 0.7, 0.8, 0.9))}

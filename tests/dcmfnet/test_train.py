@@ -13,34 +13,8 @@ import torch
 import examples.dcmfnet.train as train_module
 from examples.dcmfnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from examples.dcmfnet.train import LearningRateSchedule, train
-from examples.dcmfnet.train_config import ConfigError, OptimConfig, RunConfig, load_run_config
-
-CPU_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "dcmfnet" / "configs" / "cpu_synthetic.yaml"
-
-#: A run of a few steps at 32x32 on 24 scenes (about a second per epoch).
-TINY = [
-    "data.image_size=32",
-    "model.image_size=32",
-    "model.backbone_options.widths=[8,8,8,8]",
-    "model.igf_layers=2",
-    "model.igf_heads=2",
-    "data.synthetic.train_samples=24",
-    "data.synthetic.val_samples=8",
-    "train.batch_size=4",
-    "train.eval_batch_size=8",
-    "train.epochs=2",
-    "train.max_train_minutes=null",
-    "train.progress_bar=false",
-    "train.gallery_samples=2",
-    "optim.schedule_by=steps",
-    "optim.schedule=poly",
-    "optim.warmup_steps=2",
-    "train.num_threads=1",
-]
-
-
-def tiny_config(*overrides: str) -> RunConfig:
-    return load_run_config(CPU_CONFIG, [*TINY, *overrides])
+from examples.dcmfnet.train_config import ConfigError, OptimConfig, load_run_config
+from tests.dcmfnet.tiny_run import CPU_CONFIG, tiny_config
 
 
 def test_cpu_config_loads_and_unknown_keys_fail() -> None:
