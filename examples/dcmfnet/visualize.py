@@ -82,7 +82,7 @@ def save_training_curves(path: str | Path, history: Sequence[Mapping[str, Any]])
     steps = [record["step"] for record in history]
     figure, (loss_axis, lr_axis, metric_axis) = plt.subplots(1, 3, figsize=(13, 3.6))
     loss_axis.plot(steps, [record.get("train_loss", float("nan")) for record in history], marker="o")
-    loss_axis.set(title="training loss (BCE)", xlabel="step")
+    loss_axis.set(title="training loss", xlabel="step")
     for key in sorted({k for record in history for k in record if k.startswith("lr_")}):
         lr_axis.plot(steps, [record.get(key, float("nan")) for record in history], marker="o", label=key[3:])
     lr_axis.set(title="learning rate", xlabel="step")
