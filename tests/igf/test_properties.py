@@ -30,11 +30,9 @@ def igf_cases(draw: st.DrawFn) -> dict:
     }
 
 
-@SETTINGS
-@given(case=igf_cases())
-def test_igf_output_shape_and_finite(case: dict) -> None:
+def build_igf(case: dict, dtype: torch.dtype = torch.float32) -> IterativeGatedFusion:
     torch.manual_seed(0)
-    module = IterativeGatedFusion(
+    return IterativeGatedFusion(
         case["guidance_channels"],
         case["guided_channels"],
         num_layers=case["num_layers"],
@@ -43,7 +41,14 @@ def test_igf_output_shape_and_finite(case: dict) -> None:
         hidden_channels=case["hidden_channels"],
         out_channels=case["out_channels"],
         output_mode=case["output_mode"],
+        dtype=dtype,
     )
+
+
+@SETTINGS
+@given(case=igf_cases())
+def test_igf_output_shape_and_finite(case: dict) -> None:
+    module = build_igf(case)
     b, h, w = case["batch"], case["height"], case["width"]
     guided = torch.randn(b, case["guided_channels"], h, w)
     size = case["guidance_size"]
@@ -59,17 +64,7 @@ def test_igf_output_shape_and_finite(case: dict) -> None:
 @SETTINGS
 @given(case=igf_cases())
 def test_igf_vector_and_tiled_guidance_agree(case: dict) -> None:
-    torch.manual_seed(0)
-    module = IterativeGatedFusion(
-        case["guidance_channels"],
-        case["guided_channels"],
-        num_layers=case["num_layers"],
-        heads=case["heads"],
-        gate=case["gate"],
-        hidden_channels=case["hidden_channels"],
-        output_mode=case["output_mode"],
-        dtype=torch.float64,
-    )
+    module = build_igf(case, torch.float64)
     b, h, w = case["batch"], case["height"], case["width"]
     guided = torch.randn(b, case["guided_channels"], h, w, dtype=torch.float64)
     vector = torch.randn(b, case["guidance_channels"], dtype=torch.float64)
@@ -81,17 +76,7 @@ def test_igf_vector_and_tiled_guidance_agree(case: dict) -> None:
 @given(case=igf_cases())
 def test_igf_batch_elements_are_independent(case: dict) -> None:
     """Each sample's output depends only on its own inputs (no mixing or broadcast across the batch)."""
-    torch.manual_seed(0)
-    module = IterativeGatedFusion(
-        case["guidance_channels"],
-        case["guided_channels"],
-        num_layers=case["num_layers"],
-        heads=case["heads"],
-        gate=case["gate"],
-        hidden_channels=case["hidden_channels"],
-        output_mode=case["output_mode"],
-        dtype=torch.float64,
-    )
+    module = build_igf(case, torch.float64)
     b, h, w = case["batch"], case["height"], case["width"]
     guided = torch.randn(b, case["guided_channels"], h, w, dtype=torch.float64)
     guidance = torch.randn(b, case["guidance_channels"], *(case["guidance_size"] or ()), dtype=torch.float64)
