@@ -74,12 +74,11 @@ class BilinearFusionUnit(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
         self.guidance_channels = check_positive_int("guidance_channels", guidance_channels)
         self.guided_channels = check_positive_int("guided_channels", guided_channels)
         self.heads = check_positive_int("heads", heads)
-        self.proj_guidance = nn.Conv2d(guidance_channels, heads * guided_channels, 1, **factory)
-        self.proj_guided = nn.Conv2d(guided_channels, heads * guided_channels, 1, **factory)
+        self.proj_guidance = nn.Conv2d(guidance_channels, heads * guided_channels, 1, device=device, dtype=dtype)
+        self.proj_guided = nn.Conv2d(guided_channels, heads * guided_channels, 1, device=device, dtype=dtype)
 
     def encode_guidance(self, guidance: Tensor) -> Tensor:
         """Compute the guidance branch ``tanh(W1 x)`` of all heads.

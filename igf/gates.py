@@ -128,10 +128,9 @@ class ASGate(_ConvGate):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(channels, kernel_size)
-        factory = {"device": device, "dtype": dtype}
         padding = kernel_size // 2
-        self.conv_z = nn.Conv2d(channels, channels, kernel_size, padding=padding, **factory)
-        self.conv_g = nn.Conv2d(2 * channels, channels, kernel_size, padding=padding, **factory)
+        self.conv_z = nn.Conv2d(channels, channels, kernel_size, padding=padding, device=device, dtype=dtype)
+        self.conv_g = nn.Conv2d(2 * channels, channels, kernel_size, padding=padding, device=device, dtype=dtype)
 
     def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, None]:
         self._check_inputs(fused, hidden, None)
@@ -184,10 +183,13 @@ class ConvGRUGate(_ConvGate):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(channels, kernel_size)
-        factory = {"device": device, "dtype": dtype}
         padding = kernel_size // 2
-        self.conv_gates = nn.Conv2d(2 * channels, 2 * channels, kernel_size, padding=padding, **factory)
-        self.conv_candidate = nn.Conv2d(2 * channels, channels, kernel_size, padding=padding, **factory)
+        self.conv_gates = nn.Conv2d(
+            2 * channels, 2 * channels, kernel_size, padding=padding, device=device, dtype=dtype
+        )
+        self.conv_candidate = nn.Conv2d(
+            2 * channels, channels, kernel_size, padding=padding, device=device, dtype=dtype
+        )
 
     def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, None]:
         self._check_inputs(fused, hidden, None)
@@ -244,8 +246,9 @@ class ConvLSTMGate(_ConvGate):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(channels, kernel_size)
-        factory = {"device": device, "dtype": dtype}
-        self.conv = nn.Conv2d(2 * channels, 4 * channels, kernel_size, padding=kernel_size // 2, **factory)
+        self.conv = nn.Conv2d(
+            2 * channels, 4 * channels, kernel_size, padding=kernel_size // 2, device=device, dtype=dtype
+        )
 
     def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check_inputs(fused, hidden, cell)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple, overload
+from typing import Literal, NamedTuple, cast, overload
 
 import torch
 import torch.nn.functional as F
@@ -151,7 +151,6 @@ class IterativeGatedFusion(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
         self.guidance_channels = check_positive_int("guidance_channels", guidance_channels)
         self.guided_channels = check_positive_int("guided_channels", guided_channels)
         self.num_layers = check_positive_int("num_layers", num_layers)
@@ -169,19 +168,19 @@ class IterativeGatedFusion(nn.Module):
         self.checkpoint = bool(checkpoint)
         gate_factory = _resolve_gate(gate)
 
-        self.guidance_proj = nn.Conv2d(guidance_channels, guidance_hidden_channels, 1, **factory)
-        self.guided_proj = nn.Conv2d(guided_channels, hidden_channels, 1, **factory)
+        self.guidance_proj = nn.Conv2d(guidance_channels, guidance_hidden_channels, 1, device=device, dtype=dtype)
+        self.guided_proj = nn.Conv2d(guided_channels, hidden_channels, 1, device=device, dtype=dtype)
         self.fusions = nn.ModuleList(
-            BilinearFusionUnit(guidance_hidden_channels, hidden_channels, heads=heads, **factory)
+            BilinearFusionUnit(guidance_hidden_channels, hidden_channels, heads=heads, device=device, dtype=dtype)
             for _ in range(num_layers)
         )
         num_gates = num_layers if output_mode in _MODES_USING_LAST_GATE else num_layers - 1
         self.gates = nn.ModuleList(
-            gate_factory(hidden_channels, kernel_size=kernel_size, **factory) for _ in range(num_gates)
+            gate_factory(hidden_channels, kernel_size=kernel_size, device=device, dtype=dtype) for _ in range(num_gates)
         )
         read_maps = num_layers if output_mode in _MODES_CONCATENATING else 1
         self.out_proj = nn.Conv2d(
-            read_maps * hidden_channels, out_channels, kernel_size, padding=kernel_size // 2, **factory
+            read_maps * hidden_channels, out_channels, kernel_size, padding=kernel_size // 2, device=device, dtype=dtype
         )
 
     @overload
@@ -209,6 +208,7 @@ class IterativeGatedFusion(nn.Module):
                 hidden, cell = next_hidden, next_cell
                 gates.append(hidden)
 
+        output: Tensor
         if self.output_mode == "all_fusions":
             output = self.out_proj(torch.cat(fusions, dim=1))
         elif self.output_mode == "last_fusion":
@@ -226,7 +226,7 @@ class IterativeGatedFusion(nn.Module):
         self, step: int, guidance: Tensor, hidden: Tensor, cell: Tensor | None
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """One fusion-gate iteration: ``F_t = Fusion_t(x, G_{t-1})``, ``G_t = Gate_t(F_t, G_{t-1})``."""
-        fusion = self.fusions[step]
+        fusion = cast(BilinearFusionUnit, self.fusions[step])
         fused = fusion.fuse(fusion.encode_guidance(guidance), hidden)
         if step >= len(self.gates):  # G_L is not read by the output: not built, not run.
             return fused, None, None
@@ -242,11 +242,11 @@ class IterativeGatedFusion(nn.Module):
             return F.linear(guidance, weight.flatten(1), bias)
         source_pixels = guidance.shape[-2] * guidance.shape[-1]
         if (guidance.shape[-2], guidance.shape[-1]) == size:
-            return self.guidance_proj(guidance)
+            return cast(Tensor, self.guidance_proj(guidance))
         if source_pixels < size[0] * size[1]:
             # Project at the lower resolution, then resize (bilinear weights sum to one: same result).
             return _resize(self.guidance_proj(guidance), size)
-        return self.guidance_proj(_resize(guidance, size))
+        return cast(Tensor, self.guidance_proj(_resize(guidance, size)))
 
     def _check_inputs(self, guidance: Tensor, guided: Tensor) -> None:
         check_tensor("guided", guided, ndims=(4,), layout="(B, C_y, H, W)")
