@@ -16,6 +16,8 @@ from torch import Tensor
 __all__ = [
     "check_channels",
     "check_choice",
+    "check_guidance_mask",
+    "check_odd_kernel_size",
     "check_parameter_dtype",
     "check_positive_int",
     "check_same_batch",
@@ -36,6 +38,14 @@ def check_positive_int(name: str, value: object) -> int:
     if value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value}")
     return value
+
+
+def check_odd_kernel_size(kernel_size: object) -> int:
+    """Return ``kernel_size`` if it is a positive odd ``int`` (so that ``padding=k // 2`` keeps ``H x W``)."""
+    kernel_size = check_positive_int("kernel_size", kernel_size)
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd so that padding keeps H x W, got {kernel_size}")
+    return kernel_size
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
@@ -109,4 +119,27 @@ def check_parameter_dtype(name: str, tensor: Tensor, parameter: Tensor) -> None:
         raise TypeError(
             f"{name} has dtype {tensor.dtype} but the module's parameters are {parameter.dtype}; "
             f"convert one of them (module.to(dtype)) or run under torch.autocast"
+        )
+
+
+def check_guidance_mask(mask: object, guidance: Tensor) -> None:
+    """Check a padding mask ``(B, T)`` (bool or integer, nonzero = real token) against a ``(B, T, C)`` guidance.
+
+    Raises:
+        TypeError: ``mask`` is not a bool or integer tensor.
+        ValueError: A mask for a guidance that is not a token sequence, or a mask shape other than ``(B, T)``.
+    """
+    if guidance.dim() != 3:
+        raise ValueError(
+            f"guidance_mask is only for a token-sequence guidance (B, T, C_x), got guidance of shape "
+            f"{tuple(guidance.shape)}"
+        )
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"guidance_mask must be a torch.Tensor of shape (B, T), got {type(mask).__name__}")
+    if mask.is_floating_point() or mask.is_complex():
+        raise TypeError(f"guidance_mask must be a bool or integer tensor (nonzero = real token), got {mask.dtype}")
+    if mask.shape != guidance.shape[:2]:
+        raise ValueError(
+            f"guidance_mask must have shape (B, T) = {tuple(guidance.shape[:2])} to match the guidance, "
+            f"got {tuple(mask.shape)}"
         )

@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from igf._validation import check_channels, check_positive_int, check_tensor
+from igf._validation import check_channels, check_odd_kernel_size, check_positive_int, check_tensor
 
 __all__ = ["GATES", "ASGate", "ConvGRUGate", "ConvLSTMGate", "GateFactory"]
 
@@ -55,20 +55,13 @@ class GateFactory(Protocol):
     ) -> nn.Module: ...
 
 
-def _check_kernel_size(kernel_size: int) -> int:
-    check_positive_int("kernel_size", kernel_size)
-    if kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be odd so that padding keeps H x W, got {kernel_size}")
-    return kernel_size
-
-
 class _ConvGate(nn.Module):
     """Shared constructor arguments and input checks of the convolutional gates."""
 
     def __init__(self, channels: int, kernel_size: int) -> None:
         super().__init__()
         self.channels = check_positive_int("channels", channels)
-        self.kernel_size = _check_kernel_size(kernel_size)
+        self.kernel_size = check_odd_kernel_size(kernel_size)
 
     def _check_inputs(self, fused: Tensor, hidden: Tensor, cell: Tensor | None) -> None:
         check_tensor("fused", fused, ndims=(4,), layout="(B, C, H, W)")

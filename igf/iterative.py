@@ -12,6 +12,8 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 from igf._validation import (
     check_channels,
     check_choice,
+    check_guidance_mask,
+    check_odd_kernel_size,
     check_parameter_dtype,
     check_positive_int,
     check_same_batch,
@@ -67,9 +69,11 @@ class IterativeGatedFusion(nn.Module):
     Or it can be a map ``(B, C_x, h, w)`` of any size (e.g. coarser visual
     features): it is resized bilinearly to the guided map's ``H x W``. Since
     bilinear resizing and a 1x1 convolution commute, the projection runs at the
-    smaller of the two resolutions. A ``1 x 1`` map is treated as a vector. The
-    guidance branch ``tanh(W1 x)`` of every fusion unit is computed once per
-    forward, not once per use.
+    smaller of the two resolutions. A ``1 x 1`` map is treated as a vector.
+    Beyond the paper, a token sequence ``(B, T, C_x)`` with an optional padding
+    mask ``(B, T)`` is pooled to a vector by a masked mean (which equals pooling
+    the projected tokens). The guidance branch ``tanh(W1 x)`` of every fusion
+    unit is computed once per forward, not once per use.
 
     Args:
         guidance_channels: :math:`C_x`, channels of the guidance input.
@@ -99,8 +103,11 @@ class IterativeGatedFusion(nn.Module):
         dtype: Factory argument for the parameters.
 
     Inputs:
-        - **guidance**: ``(B, C_x)`` vector or ``(B, C_x, h, w)`` map, any ``h, w``.
+        - **guidance**: ``(B, C_x)`` vector, ``(B, C_x, h, w)`` map of any ``h, w``,
+          or ``(B, T, C_x)`` token sequence.
         - **guided**: ``(B, C_y, H, W)``.
+        - **guidance_mask** (keyword): ``(B, T)`` bool or integer padding mask
+          of a token-sequence guidance (nonzero = real token); ``None`` = all tokens.
         - **return_intermediates** (keyword): also return every ``F_t`` and ``G_t``.
 
     Returns:
@@ -110,7 +117,8 @@ class IterativeGatedFusion(nn.Module):
     Raises:
         ValueError: Non-positive sizes, unknown gate or output mode, or inputs
             whose shapes do not match the constructor (number of dims,
-            channels, batch size) or have a zero-size dimension.
+            channels, batch size) or have a zero-size dimension, or a
+            ``guidance_mask`` that does not match a token-sequence guidance.
         TypeError: Non-tensor or non-floating-point inputs, inputs whose dtype
             differs from the parameters' outside autocast, or a ``gate`` that is
             neither a known name nor callable.
@@ -131,6 +139,9 @@ class IterativeGatedFusion(nn.Module):
         >>> out = igf(coarse, visual, return_intermediates=True)
         >>> len(out.fusions), len(out.gates)
         (5, 4)
+        >>> tokens, mask = torch.randn(2, 7, 768), torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
+        >>> igf(tokens, visual, guidance_mask=mask).shape
+        torch.Size([2, 256, 30, 30])
     """
 
     def __init__(
@@ -162,9 +173,7 @@ class IterativeGatedFusion(nn.Module):
         out_channels = guided_channels if out_channels is None else out_channels
         self.out_channels = check_positive_int("out_channels", out_channels)
         self.output_mode = check_choice("output_mode", output_mode, OUTPUT_MODES)
-        check_positive_int("kernel_size", kernel_size)
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd so that padding keeps H x W, got {kernel_size}")
+        check_odd_kernel_size(kernel_size)
         self.checkpoint = bool(checkpoint)
         gate_factory = _resolve_gate(gate)
 
@@ -184,13 +193,36 @@ class IterativeGatedFusion(nn.Module):
         )
 
     @overload
-    def forward(self, guidance: Tensor, guided: Tensor, *, return_intermediates: Literal[False] = ...) -> Tensor: ...
+    def forward(
+        self,
+        guidance: Tensor,
+        guided: Tensor,
+        *,
+        guidance_mask: Tensor | None = ...,
+        return_intermediates: Literal[False] = ...,
+    ) -> Tensor: ...
 
     @overload
-    def forward(self, guidance: Tensor, guided: Tensor, *, return_intermediates: Literal[True]) -> IGFOutput: ...
+    def forward(
+        self,
+        guidance: Tensor,
+        guided: Tensor,
+        *,
+        guidance_mask: Tensor | None = ...,
+        return_intermediates: Literal[True],
+    ) -> IGFOutput: ...
 
-    def forward(self, guidance: Tensor, guided: Tensor, *, return_intermediates: bool = False) -> Tensor | IGFOutput:
-        self._check_inputs(guidance, guided)
+    def forward(
+        self,
+        guidance: Tensor,
+        guided: Tensor,
+        *,
+        guidance_mask: Tensor | None = None,
+        return_intermediates: bool = False,
+    ) -> Tensor | IGFOutput:
+        self._check_inputs(guidance, guided, guidance_mask)
+        if guidance.dim() == 3:
+            guidance = _masked_mean(guidance, guidance_mask)
         guidance = self._project_guidance(guidance, (guided.shape[-2], guided.shape[-1]))
         hidden = self.guided_proj(guided)
         cell: Tensor | None = None
@@ -248,16 +280,13 @@ class IterativeGatedFusion(nn.Module):
             return _resize(self.guidance_proj(guidance), size)
         return cast(Tensor, self.guidance_proj(_resize(guidance, size)))
 
-    def _check_inputs(self, guidance: Tensor, guided: Tensor) -> None:
+    def _check_inputs(self, guidance: Tensor, guided: Tensor, guidance_mask: Tensor | None) -> None:
         check_tensor("guided", guided, ndims=(4,), layout="(B, C_y, H, W)")
-        if isinstance(guidance, Tensor) and guidance.dim() == 3:
-            raise ValueError(
-                f"guidance must be a vector (B, C_x) or a map (B, C_x, h, w), got 3 dims with shape "
-                f"{tuple(guidance.shape)}; pool a token sequence (B, T, C_x) to a vector first"
-            )
-        check_tensor("guidance", guidance, ndims=(2, 4), layout="(B, C_x) or (B, C_x, h, w)")
+        check_tensor("guidance", guidance, ndims=(2, 3, 4), layout="(B, C_x), (B, T, C_x) or (B, C_x, h, w)")
+        if guidance_mask is not None:
+            check_guidance_mask(guidance_mask, guidance)
         check_channels("guided", guided, self.guided_channels)
-        check_channels("guidance", guidance, self.guidance_channels)
+        check_channels("guidance", guidance, self.guidance_channels, dim=2 if guidance.dim() == 3 else 1)
         check_same_batch("guidance", guidance, "guided", guided)
         check_parameter_dtype("guided", guided, self.guided_proj.weight)
         check_parameter_dtype("guidance", guidance, self.guidance_proj.weight)
@@ -267,6 +296,18 @@ class IterativeGatedFusion(nn.Module):
             f"guidance_channels={self.guidance_channels}, guided_channels={self.guided_channels}, "
             f"num_layers={self.num_layers}, output_mode={self.output_mode!r}, checkpoint={self.checkpoint}"
         )
+
+
+def _masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of ``(B, T, C)`` token features over the real tokens -> ``(B, C)`` (all tokens without a mask).
+
+    A row whose mask is all zero gives a zero vector. Pooling before the 1x1
+    projection equals projecting every token and pooling after (the weights sum to one).
+    """
+    if mask is None:
+        return tokens.mean(dim=1)
+    weights = mask.to(tokens.dtype).unsqueeze(-1)
+    return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)
 
 
 def _resize(feature: Tensor, size: tuple[int, int]) -> Tensor:

@@ -79,6 +79,14 @@ def gate_step(
     return convlstm(state, prefix, fused, hidden, cell)
 
 
+def masked_mean_tokens(tokens: Tensor, mask: Tensor) -> Tensor:
+    """Token-sequence guidance (B, T, C) -> (B, C): the mean over real tokens, one sample at a time."""
+    rows = []
+    for sample, keep in zip(tokens, mask.bool(), strict=True):
+        rows.append(sample[keep].mean(dim=0) if keep.any() else torch.zeros_like(sample[0]))
+    return torch.stack(rows)
+
+
 def iterative_gated_fusion(
     state: StateDict,
     guidance: Tensor,

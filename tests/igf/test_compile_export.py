@@ -90,3 +90,26 @@ def test_onnx_export_runs_in_onnxruntime(guidance_size: tuple[int, ...], tmp_pat
         guidance, guided = _inputs(size, guidance_size)
         (output,) = session.run(None, {"guidance": guidance.numpy(), "guided": guided.numpy()})
         assert_close(torch.from_numpy(output), module(guidance, guided), rtol=1e-4, atol=1e-5)
+
+
+def test_token_sequence_guidance_compiles_and_exports() -> None:
+    torch._dynamo.reset()
+    module = _module("asgate")
+    generator = torch.Generator().manual_seed(0)
+    tokens, guided = torch.randn(2, 4, 8, generator=generator), torch.randn(2, 6, 5, 4, generator=generator)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    expected = module(tokens, guided, guidance_mask=mask)
+    compiled = torch.compile(module, fullgraph=True, backend="eager")
+    assert_close(compiled(tokens, guided, guidance_mask=mask), expected)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    exported = torch.export.export(
+        module,
+        (tokens, guided),
+        {"guidance_mask": mask},
+        dynamic_shapes={"guidance": {0: batch}, "guided": {0: batch}, "guidance_mask": {0: batch}},
+    )
+    assert_close(exported.module()(tokens, guided, guidance_mask=mask), expected)
+    assert_close(
+        exported.module()(tokens[:1], guided[:1], guidance_mask=mask[:1]),
+        module(tokens[:1], guided[:1], guidance_mask=mask[:1]),
+    )

@@ -61,12 +61,12 @@ FORWARD_ERRORS: list[tuple[object, object, type[Exception], str]] = [
     (torch.randn(2, 7), GOOD_GUIDED, ValueError, "guidance must have 8 channels in dim 1 (as constructed), got 7"),
     (torch.randn(3, 8), GOOD_GUIDED, ValueError, "must have the same batch size, got 3 (shape (3, 8)) and 2"),
     (torch.randn(1, 8), GOOD_GUIDED, ValueError, "must have the same batch size, got 1"),
-    (torch.randn(2, 5, 8), GOOD_GUIDED, ValueError, "pool a token sequence (B, T, C_x) to a vector first"),
+    (torch.randn(2, 5, 7), GOOD_GUIDED, ValueError, "guidance must have 8 channels in dim 2 (as constructed), got 7"),
     (
         torch.randn(8),
         GOOD_GUIDED,
         ValueError,
-        "guidance must have shape (B, C_x) or (B, C_x, h, w) (2 or 4 dims), got 1",
+        "guidance must have shape (B, C_x), (B, T, C_x) or (B, C_x, h, w) (2 or 3 or 4 dims), got 1",
     ),
     (
         GOOD_GUIDANCE,
@@ -97,7 +97,7 @@ FORWARD_ERRORS: list[tuple[object, object, type[Exception], str]] = [
         [0.0] * 8,
         GOOD_GUIDED,
         TypeError,
-        "guidance must be a torch.Tensor of shape (B, C_x) or (B, C_x, h, w), got list",
+        "guidance must be a torch.Tensor of shape (B, C_x), (B, T, C_x) or (B, C_x, h, w), got list",
     ),
 ]
 
@@ -157,3 +157,41 @@ def test_convlstm_cell_shape_error() -> None:
 def test_fusion_unit_errors(guidance: torch.Tensor, guided: torch.Tensor, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         BilinearFusionUnit(4, 5)(guidance, guided)
+
+
+TOKENS = torch.randn(2, 5, 8)
+
+
+@pytest.mark.parametrize(
+    ("guidance", "mask", "error", "message"),
+    [
+        (
+            TOKENS,
+            torch.ones(2, 4, dtype=torch.bool),
+            ValueError,
+            "guidance_mask must have shape (B, T) = (2, 5) to match the guidance, got (2, 4)",
+        ),
+        (
+            TOKENS,
+            torch.ones(2, 5),
+            TypeError,
+            "guidance_mask must be a bool or integer tensor (nonzero = real token), got torch.float32",
+        ),
+        (TOKENS, [[1] * 5] * 2, TypeError, "guidance_mask must be a torch.Tensor of shape (B, T), got list"),
+        (
+            GOOD_GUIDANCE,
+            torch.ones(2, 8, dtype=torch.bool),
+            ValueError,
+            "guidance_mask is only for a token-sequence guidance (B, T, C_x), got guidance of shape (2, 8)",
+        ),
+        (
+            torch.randn(3, 5, 8),
+            torch.ones(3, 5, dtype=torch.bool),
+            ValueError,
+            "guidance and guided must have the same batch size, got 3",
+        ),
+    ],
+)
+def test_guidance_mask_errors(guidance: torch.Tensor, mask: object, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        _igf()(guidance, GOOD_GUIDED, guidance_mask=mask)

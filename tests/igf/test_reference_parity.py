@@ -113,3 +113,36 @@ def test_gates_built_only_where_their_output_is_read() -> None:
     for mode, num_gates in [("all_fusions", 4), ("last_fusion", 4), ("last_gate", 5), ("fusions_and_last_gate", 5)]:
         assert len(IterativeGatedFusion(3, 4, output_mode=mode).gates) == num_gates
     assert len(IterativeGatedFusion(3, 4, num_layers=1).gates) == 0
+
+
+@pytest.mark.parametrize("gate", list(GATES))
+def test_token_sequence_guidance_is_the_masked_mean(gate: str) -> None:
+    torch.manual_seed(0)
+    module = IterativeGatedFusion(6, 5, num_layers=3, heads=2, gate=gate, **F64)
+    tokens = torch.randn(3, 4, 6, **F64)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]])
+    guided = torch.randn(3, 5, 4, 3, **F64)
+    expected, _, _ = reference.iterative_gated_fusion(
+        module.state_dict(),
+        reference.masked_mean_tokens(tokens, mask),
+        guided,
+        num_layers=3,
+        heads=2,
+        gate=gate,
+        output_mode="all_fusions",
+    )
+    assert_close(module(tokens, guided, guidance_mask=mask), expected, rtol=1e-10, atol=1e-10)
+    assert_close(module(tokens, guided, guidance_mask=mask.bool()), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_padding_tokens_change_nothing_and_no_mask_means_all_tokens() -> None:
+    torch.manual_seed(0)
+    module = IterativeGatedFusion(6, 5, num_layers=2, **F64)
+    tokens = torch.randn(2, 5, 6, **F64)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    guided = torch.randn(2, 5, 3, 3, **F64)
+    changed = tokens.clone()
+    changed[1, 3:] = 1e3
+    assert_close(module(tokens, guided, guidance_mask=mask), module(changed, guided, guidance_mask=mask))
+    assert_close(module(tokens, guided), module(tokens, guided, guidance_mask=torch.ones(2, 5, dtype=torch.bool)))
+    assert_close(module(tokens, guided), module(tokens.mean(dim=1), guided))
