@@ -6,6 +6,9 @@ Writes to ``DIR``:
     results.md     tables, the issue's target ratios as measured, the method
     *.png          time vs L per gate, eager vs compile, memory with/without checkpointing
     command.txt    the command line that produced them
+
+Exits with status 1 (after writing all of these) when any case or comparison
+recorded an error, listing them on stderr, so that a CI smoke run fails loudly.
 """
 
 from __future__ import annotations
@@ -223,8 +226,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def failures(records: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> list[str]:
+    """``"name: error"`` for every case record and comparison record that holds an error."""
+    failed = [f"{r['name']}: {r['error']}" for r in records if "error" in r]
+    failed += [f"{c['numerator']} / {c['denominator']}: {c['error']}" for c in comparisons if "error" in c]
+    return failed
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    """Run the benchmarks; returns the records (also written to ``--output-dir``)."""
+    """Run the benchmarks; returns the records (also written to ``--output-dir``).
+
+    Raises:
+        SystemExit: With status 1, after writing the results, when a case or comparison failed.
+    """
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch.cuda.is_available() is False on this machine")
@@ -280,6 +294,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             )
     report.write_report(env, records, out_dir, plots=not args.no_plots, comparisons=comparisons)
     print(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'}" + ("" if args.no_plots else " and plots"))
+    failed = failures(records, comparisons)
+    if failed:
+        print(f"{len(failed)} benchmark(s) failed:", *failed, sep="\n  ", file=sys.stderr)
+        raise SystemExit(1)
     return records
 
 

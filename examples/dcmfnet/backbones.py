@@ -17,7 +17,7 @@ and is checked against the model before loading.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ __all__ = [
     "VisionBackbone",
     "build_backbone",
     "load_weights_file",
+    "output_strides",
 ]
 
 _RESNETS = ("resnet18", "resnet50", "resnet101")
@@ -46,6 +47,14 @@ BACKBONES: tuple[str, ...] = (*_RESNETS, *_SWINS, "tiny_cnn")
 """Backbone names :func:`build_backbone` accepts."""
 
 _OUTPUT_STRIDES = (8, 16, 32)
+
+
+def output_strides(name: str) -> tuple[int, ...]:
+    """The output strides :func:`build_backbone` accepts for backbone ``name``.
+
+    ResNet-18 (basic blocks, no dilation) and Swin support 32 only; the others 8, 16 and 32.
+    """
+    return (32,) if name == "resnet18" or name in _SWINS else _OUTPUT_STRIDES
 
 
 class VisionBackbone(nn.Module):
@@ -91,6 +100,7 @@ def load_weights_file(
     *,
     ignore_prefixes: Sequence[str] = (),
     name: str = "backbone",
+    convert: Callable[[dict[str, Tensor]], Mapping[str, Tensor]] | None = None,
 ) -> None:
     """Loads a local state-dict file into ``module``, strictly, with an error that names the mismatches.
 
@@ -98,13 +108,15 @@ def load_weights_file(
     a dict nested under ``"state_dict"`` or ``"model"`` and a ``"module."`` key prefix
     (DistributedDataParallel) are unwrapped. Keys starting with one of
     ``ignore_prefixes`` (e.g. a classifier the backbone does not use) are ignored
-    in the file and in ``module``.
+    in the file and in ``module``. ``convert``, if given, maps the file's state dict
+    to ``module``'s key names first (e.g. timm's checkpoint filter).
 
     Args:
         module: The module to load into, in the library's own key names.
         path: The weights file.
         ignore_prefixes: Key prefixes to drop from the file.
         name: What ``module`` is, for the messages.
+        convert: Optional function applied to the state dict read from the file, before filtering.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -114,7 +126,10 @@ def load_weights_file(
     if not path.is_file():
         raise FileNotFoundError(f"{name} weights file not found: {path}")
     ignored = tuple(ignore_prefixes)
-    state = {key: value for key, value in read_state_dict(path).items() if not key.startswith(ignored)}
+    state = read_state_dict(path)
+    if convert is not None:
+        state = dict(convert(state))
+    state = {key: value for key, value in state.items() if not key.startswith(ignored)}
     expected = {key: value for key, value in module.state_dict().items() if not key.startswith(ignored)}
     check_state_dict(expected, state, source=str(path), name=name)
     module.load_state_dict(state, strict=False)  # strict apart from the ignored keys (checked above)
@@ -277,16 +292,15 @@ class SwinBackbone(VisionBackbone):
     def _load(swin: nn.Module, weights: str | Path, model_name: str) -> None:
         from timm.models.swin_transformer import checkpoint_filter_fn
 
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"{model_name} weights file not found: {path}")
-        # timm's own filter converts official Swin checkpoints and drops non-persistent buffers.
-        ignored = ("head.", "norm.")
-        state = checkpoint_filter_fn(read_state_dict(path), swin)
-        state = {key: value for key, value in state.items() if not key.startswith(ignored)}
-        expected = {key: value for key, value in swin.state_dict().items() if not key.startswith(ignored)}
-        check_state_dict(expected, state, source=str(path), name=model_name)
-        swin.load_state_dict(state, strict=False)  # strict apart from the unused head and final norm
+        # timm's own filter converts official Swin checkpoints and drops non-persistent buffers;
+        # the unused head and final norm are ignored.
+        load_weights_file(
+            swin,
+            weights,
+            ignore_prefixes=("head.", "norm."),
+            name=model_name,
+            convert=lambda state: checkpoint_filter_fn(state, swin),
+        )
 
 
 class TinyConvBackbone(VisionBackbone):

@@ -164,7 +164,12 @@ class SegmentationHead(nn.Sequential):
 
 
 class _FusionSite(nn.Module):
-    """Base of the non-IGF fusion sites: IGF's call shape, ``IGFOutput`` with empty tuples on request."""
+    """Base of the non-IGF fusion sites: IGF's call shape, ``IGFOutput`` with empty tuples on request.
+
+    Like :class:`igf.IterativeGatedFusion`, a map guidance ``(B, C, h, w)`` is
+    resized bilinearly to the guided map's ``H x W`` before :meth:`fuse`, so the
+    decoder passes ``M_dec`` at its own resolution to every site alike.
+    """
 
     @overload
     def forward(self, guidance: Tensor, guided: Tensor, *, return_intermediates: Literal[False] = ...) -> Tensor: ...
@@ -173,6 +178,8 @@ class _FusionSite(nn.Module):
     def forward(self, guidance: Tensor, guided: Tensor, *, return_intermediates: Literal[True]) -> IGFOutput: ...
 
     def forward(self, guidance: Tensor, guided: Tensor, *, return_intermediates: bool = False) -> Tensor | IGFOutput:
+        if guidance.dim() == 4:
+            guidance = resize_to(guidance, guided.shape[-2:])
         output = self.fuse(guidance, guided)
         return IGFOutput(output, (), ()) if return_intermediates else output
 
@@ -231,8 +238,8 @@ class NoMultiLevelFusion(_FusionSite):
         out_channels: Output channels.
 
     Inputs:
-        - **guidance**: ``M_dec↑``, ``(B, guidance_channels, H, W)``.
-        - **guided**: ``V1``, ignored.
+        - **guidance**: ``M_dec``, ``(B, guidance_channels, h, w)`` (resized to ``H x W``).
+        - **guided**: ``V1``; only its size ``H x W`` is used.
 
     Returns:
         ``(B, out_channels, H, W)``.
@@ -255,7 +262,7 @@ class ConcatFusion(_FusionSite):
         out_channels: Output channels (also the width ``V1`` is projected to).
 
     Inputs:
-        - **guidance**: ``M_dec↑``, ``(B, guidance_channels, H, W)``.
+        - **guidance**: ``M_dec``, ``(B, guidance_channels, h, w)`` (resized to ``H x W``).
         - **guided**: ``V1``, ``(B, guided_channels, H, W)``.
 
     Returns:
@@ -291,7 +298,7 @@ class GatedFusion(_FusionSite):
         out_channels: Output channels.
 
     Inputs:
-        - **guidance**: ``M_dec↑``, ``(B, guidance_channels, H, W)``.
+        - **guidance**: ``M_dec``, ``(B, guidance_channels, h, w)`` (resized to ``H x W``).
         - **guided**: ``V1``, ``(B, guided_channels, H, W)``.
 
     Returns:
@@ -336,7 +343,7 @@ class BidirectionalGatedFusion(_FusionSite):
         out_channels: Output channels.
 
     Inputs:
-        - **guidance**: ``M_dec↑``, ``(B, guidance_channels, H, W)``.
+        - **guidance**: ``M_dec``, ``(B, guidance_channels, h, w)`` (resized to ``H x W``).
         - **guided**: ``V1``, ``(B, guided_channels, H, W)``.
 
     Returns:

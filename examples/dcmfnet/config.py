@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from examples.dcmfnet.backbones import BACKBONES, build_backbone
+from examples.dcmfnet.backbones import BACKBONES, build_backbone, output_strides
 from examples.dcmfnet.blocks import (
     ASPP,
     BidirectionalGatedFusion,
@@ -134,7 +134,8 @@ class ModelConfig:
         """Checks the named choices and sizes.
 
         Raises:
-            ValueError: An unknown name (the valid ones are listed) or a non-positive size.
+            ValueError: An unknown name (the valid ones are listed), an output stride the
+                backbone does not support (e.g. Swin: 32 only), or a non-positive size.
         """
         choices: dict[str, tuple[Any, Sequence[Any]]] = {
             "backbone": (self.backbone, BACKBONES),
@@ -149,6 +150,12 @@ class ModelConfig:
         for name, (value, valid) in choices.items():
             if value not in valid:
                 raise ValueError(f"unknown {name} {value!r}; valid: {list(valid)}")
+        strides = output_strides(self.backbone)
+        if self.output_stride not in strides:
+            valid = " or ".join(f"output_stride={s}" for s in strides)
+            raise ValueError(
+                f"backbone {self.backbone!r} supports only {valid}, got output_stride={self.output_stride}"
+            )
         if not isinstance(self.lgve2, bool):
             raise ValueError(f"lgve2 must be true or false, got {self.lgve2!r}")
         sizes = (

@@ -92,8 +92,13 @@ class DCMFNet(nn.Module):
         multi_level_channels: Width of ``M`` (paper: 256).
         fusion_enc: Site ``E_enc = fusion(L, M)``; ``multi_level_channels`` in and out.
         aspp: ``M_dec = aspp(E_enc)``.
-        fusion_dec: Site ``E_dec = fusion(M_dec↑, V1)`` -> ``decoder_channels``.
+        fusion_dec: Site ``E_dec = fusion(M_dec↑, V1)`` -> ``decoder_channels``; it is given ``M_dec``
+            at its own resolution and resizes it to ``V1``'s size itself.
         head: ``decoder_channels`` -> one logit map.
+
+    ``M`` is built from ``E2`` where Eq. 5 (SPEC §2) writes ``V2``. The two are the
+    same map except in the ``lgve1="e2_e3_e4"`` ablation, where this uses the
+    language-fused ``E2``, the map stage 3 sees, rather than the raw ``V2``.
 
     Every fusion site is called as ``site(guidance, guided, *, return_intermediates)``
     like :class:`igf.IterativeGatedFusion`. Use
@@ -176,7 +181,8 @@ class DCMFNet(nn.Module):
 
         # Decoder, §3.3 and Eq. 6.
         m_dec = self.aspp(e_enc)  # M_dec = ASPP(E_enc)
-        e_dec = self._fuse("dec", self.fusion_dec, resize_to(m_dec, v1.shape[-2:]), v1, record)  # IGF(M_dec↑, V1)
+        # E_dec = IGF(M_dec↑, V1): IGF resizes M_dec to V1's size (projecting first, at the lower resolution).
+        e_dec = self._fuse("dec", self.fusion_dec, m_dec, v1, record)
         logits = resize_to(self.head(e_dec), images.shape[-2:])
 
         if record is None:

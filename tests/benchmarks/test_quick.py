@@ -56,3 +56,19 @@ def test_quick_subset_runs(tmp_path: Path) -> None:
 def test_unknown_group_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         run.parse_args(["--groups", "gate,nope", "--output-dir", str(tmp_path)])
+
+
+def test_failed_cases_exit_non_zero_after_writing_the_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def failing_case(case: object, groups: object, device: object, args: object) -> dict:
+        return {"name": case.name, "error": "RuntimeError: boom"}  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(run, "run_case", failing_case)
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--quick", "--groups", "gate", "--no-pairs", "--no-plots", "--output-dir", str(tmp_path)])
+    assert exit_info.value.code == 1
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert records and all(r["error"] == "RuntimeError: boom" for r in records)
+    assert (tmp_path / "results.md").is_file()
+    assert f"{records[0]['name']}: RuntimeError: boom" in capsys.readouterr().err

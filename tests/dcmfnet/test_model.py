@@ -16,6 +16,7 @@ from examples.dcmfnet.blocks import (
     MultiplicativeFusion,
     NoFusion,
     NoMultiLevelFusion,
+    resize_to,
 )
 from examples.dcmfnet.config import LGVE1_PLACEMENTS, MLFF_MODES
 from examples.dcmfnet.model import FUSION_SITES
@@ -103,6 +104,29 @@ def assert_only_sites_differ(full: DCMFNet, variant: DCMFNet, sites: set[str]) -
     assert outside == [key for key in variant_state if key.split(".")[0] not in sites]
     for key in outside:
         assert full_state[key].shape == variant_state[key].shape, key
+
+
+def test_decoder_igf_resizing_m_dec_itself_matches_resizing_it_first() -> None:
+    """The decoder passes M_dec unresized: same E_dec as the explicit ``IGF(M_dec↑, V1)`` of Eq. 6."""
+    site = tiny_model(mlff="igf").fusion_dec.double().eval()
+    assert isinstance(site, IterativeGatedFusion)
+    torch.manual_seed(2)
+    m_dec = torch.randn(2, TINY["aspp_channels"], 2, 3, dtype=torch.float64)
+    v1 = torch.randn(2, TINY["backbone_options"]["widths"][0], 8, 12, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(site(m_dec, v1), site(resize_to(m_dec, v1.shape[-2:]), v1))
+
+
+@pytest.mark.parametrize("mode", [m for m in MLFF_MODES if m != "igf"])
+def test_other_decoder_sites_resize_a_map_guidance_themselves(mode: str) -> None:
+    site = tiny_model(mlff=mode).fusion_dec.double().eval()
+    torch.manual_seed(2)
+    m_dec = torch.randn(2, TINY["aspp_channels"], 2, 3, dtype=torch.float64)
+    v1 = torch.randn(2, TINY["backbone_options"]["widths"][0], 8, 12, dtype=torch.float64)
+    with torch.no_grad():
+        out = site(m_dec, v1)
+        assert out.shape == (2, TINY["decoder_channels"], 8, 12)
+        torch.testing.assert_close(out, site(resize_to(m_dec, v1.shape[-2:]), v1))
 
 
 def test_lgve2_off_removes_exactly_the_third_igf() -> None:
@@ -368,3 +392,12 @@ def test_unknown_yaml_key_is_an_error(tmp_path: Path) -> None:
 def test_resnet18_output_stride_error() -> None:
     with pytest.raises(ValueError, match="output_stride=32"):
         build_model(tiny_config(backbone="resnet18", backbone_options={}, output_stride=16))
+
+
+@pytest.mark.parametrize("backbone", ["swin_tiny", "swin_base"])
+def test_swin_output_stride_is_checked_by_the_config(backbone: str) -> None:
+    with pytest.raises(ValueError, match=f"backbone '{backbone}' supports only output_stride=32, got output_stride=16"):
+        ModelConfig(backbone=backbone)  # the default output_stride=16
+    assert ModelConfig(backbone=backbone, output_stride=32).output_stride == 32
+    with pytest.raises(ValueError, match="supports only output_stride=32"):
+        load_model_config(CONFIGS / "paper_swin.yaml", ["output_stride=8"])
