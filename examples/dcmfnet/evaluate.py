@@ -16,6 +16,7 @@ scores a share of the split and the counts are merged, every sample once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -167,12 +168,17 @@ def load_model_from_checkpoint(
 ) -> tuple[nn.Module, RunConfig, dict[str, Any]]:
     """Rebuild the model from the config stored in a checkpoint and load its weights (eval mode).
 
+    The backbone is built without the run's pretrained weights file (``backbone_weights``): the
+    checkpoint's weights replace them anyway, so that file need not exist where evaluation runs.
+    (A ``bert`` text encoder is still loaded from ``text_encoder_path``, as its architecture and
+    tokenizer come from there.)
+
     Returns:
         ``(model, run config, checkpoint dict)``.
     """
     state = load_checkpoint(path, map_location="cpu")
     cfg = run_config_from_dict(state["config"], source=f"checkpoint {path}")
-    model = build_model(cfg.model)
+    model = build_model(dataclasses.replace(cfg.model, backbone_weights=None))
     model.load_state_dict(state["model"])
     model.to(device).eval()
     return model, cfg, state

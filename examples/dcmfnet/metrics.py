@@ -80,6 +80,16 @@ def intersection_and_union(
     return torch.stack(inter).long().cpu(), torch.stack(union).long().cpu()
 
 
+def _record(counts: dict[int, tuple[int, int]], index: int, value: tuple[int, int]) -> None:
+    """Store ``value`` for ``index``; a repeat must carry the same counts (a padded sampler's repeat)."""
+    previous = counts.setdefault(index, value)
+    if previous != value:
+        raise ValueError(
+            f"dataset index {index} was scored twice with different counts (I, U) {previous} and {value}: "
+            "indices must identify the (image, expression) pairs"
+        )
+
+
 class ReferringMetrics:
     """Accumulates per-pair intersection and union, keyed by dataset index.
 
@@ -112,6 +122,9 @@ class ReferringMetrics:
             predictions: ``B`` bool masks at the original resolution (see :func:`masks_from_logits`).
             targets: ``B`` ground-truth bool masks of the same shapes.
             indices: ``B`` dataset indices; a pair seen again (a padded sampler) is counted once.
+
+        Raises:
+            ValueError: an index seen again with other counts.
         """
         inter, union = intersection_and_union(predictions, targets)
         self.update_counts(indices, inter, union)
@@ -131,7 +144,7 @@ class ReferringMetrics:
         for index, inter, union in zip(indices, intersections, unions, strict=True):
             if inter > union:
                 raise ValueError(f"intersection {inter} > union {union} for index {index}")
-            self._counts.setdefault(int(index), (int(inter), int(union)))
+            _record(self._counts, int(index), (int(inter), int(union)))
 
     def synchronize(self) -> ReferringMetrics:
         """Merge the counts of every rank (no-op without an initialised process group).
@@ -145,7 +158,7 @@ class ReferringMetrics:
             merged: dict[int, tuple[int, int]] = {}
             for counts in gathered:
                 for index, value in (counts or {}).items():
-                    merged.setdefault(index, value)
+                    _record(merged, index, value)
             self._counts = merged
         return self
 

@@ -12,14 +12,16 @@ config), ``metrics.jsonl`` and ``metrics.csv`` (one record per epoch), ``curves.
 ``gallery.png`` and TensorBoard events when TensorBoard is installed.
 
 Running the same command again resumes from ``DIR/last.pt`` (``--resume never`` refuses to touch
-an existing run; ``--resume PATH`` resumes from another file). A checkpoint whose model or data
-config differs from the run's is refused with the list of differences.
+an existing run; ``--resume PATH`` resumes from another file). A checkpoint whose model, data or
+optimizer config differs from the run's is refused with the list of differences, and so is one
+written in the middle of an epoch by another number of processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import math
 import random
@@ -58,7 +60,9 @@ from examples.dcmfnet.visualize import save_training_curves
 __all__ = ["LearningRateSchedule", "main", "segmentation_loss", "train"]
 
 #: Config sections that must match between a checkpoint and the run resuming from it.
-_RESUME_MUST_MATCH = ("model", "data.dataset", "data.image_size", "data.split_by", "data.max_tokens", "optim.optimizer")
+_RESUME_MUST_MATCH = ("model", "data.dataset", "data.image_size", "data.split_by", "data.max_tokens", "optim")
+#: Keys inside those sections that may change on resume (they hold no state of the optimizer or schedule).
+_RESUME_MAY_DIFFER = frozenset({"optim.grad_clip_norm"})
 
 
 class LearningRateSchedule:
@@ -187,7 +191,7 @@ def _tensorboard_writer(output_dir: Path) -> Any:
     return SummaryWriter(log_dir=str(output_dir / "tensorboard"))
 
 
-def _resume_state(output_dir: Path, resume: str, cfg: RunConfig) -> dict[str, Any] | None:
+def _resume_state(output_dir: Path, resume: str, cfg: RunConfig, *, world_size: int = 1) -> dict[str, Any] | None:
     path = output_dir / "last.pt" if resume in ("auto", "never") else Path(resume)
     if not path.exists():
         if resume not in ("auto", "never"):
@@ -203,12 +207,28 @@ def _resume_state(output_dir: Path, resume: str, cfg: RunConfig) -> dict[str, An
         expected = current[section] if not field else current[section][field]
         stored = state["config"].get(section, {})
         found = stored if not field else stored.get(field)
-        differences.extend(config_differences(expected, found, prefix=key))
+        differences.extend(
+            difference
+            for difference in config_differences(expected, found, prefix=key)
+            if difference.partition(":")[0] not in _RESUME_MAY_DIFFER
+        )
     if differences:
         raise CheckpointError(
             f"checkpoint {path} was written by a run with another config; differences (this run != checkpoint):\n  "
             + "\n  ".join(differences)
             + "\nuse another --output-dir for a new run"
+        )
+    stored_world_size = int(state.get("world_size", len(state["rng"])))
+    if stored_world_size != world_size and state["epoch_batches"] > 0:
+        raise CheckpointError(
+            f"checkpoint {path} was saved {state['epoch_batches']} batches into an epoch by {stored_world_size} "
+            f"process(es); resume it with {stored_world_size}, not {world_size} (the epoch's split of the data "
+            "across processes would change)"
+        )
+    if world_size > len(state["rng"]):
+        raise CheckpointError(
+            f"checkpoint {path} holds the RNG states of {len(state['rng'])} process(es); it cannot resume "
+            f"{world_size} exactly; resume it with at most {len(state['rng'])} or start a new run"
         )
     return state
 
@@ -241,7 +261,7 @@ def _train(
         torch.set_num_threads(cfg.train.num_threads)
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
-    state = _resume_state(output_dir, resume, cfg)
+    state = _resume_state(output_dir, resume, cfg, world_size=context.world_size)
     _seed_everything(cfg.train.seed + context.rank)
 
     train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
@@ -253,8 +273,9 @@ def _train(
         train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=cfg.train.seed, drop_last=True
     )
     accumulation = cfg.train.grad_accum_steps
-    batches_per_epoch = len(sampler) // cfg.train.batch_size
-    steps_per_epoch = batches_per_epoch // accumulation
+    steps_per_epoch = len(sampler) // cfg.train.batch_size // accumulation
+    # the batches an epoch trains on: trailing ones that would not end in an optimizer step are left out
+    batches_per_epoch = steps_per_epoch * accumulation
     if steps_per_epoch == 0:
         raise ValueError(
             f"an epoch has {len(sampler)} samples per process, fewer than batch_size x grad_accum_steps = "
@@ -270,6 +291,8 @@ def _train(
 
     epoch, step, epoch_batches, train_seconds = 0, 0, 0, 0.0
     best: float | None = None
+    # the epoch's training loss, summed on the device (no sync per batch), and its batch count
+    loss_sum, loss_count = torch.zeros((), dtype=torch.float64, device=device), 0
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -278,8 +301,9 @@ def _train(
         scaler.load_state_dict(state["scaler"])
         epoch, step, epoch_batches = state["epoch"], state["step"], state["epoch_batches"]
         train_seconds, best = state["train_seconds"], state["best_metric"]
-        rng_states = state["rng"]
-        restore_rng_state(rng_states[context.rank] if context.rank < len(rng_states) else rng_states[0])
+        restore_rng_state(state["rng"][context.rank])  # _resume_state checked there is one per rank
+        stored_sum, loss_count = state.get("epoch_loss", (0.0, 0))
+        loss_sum.fill_(stored_sum)
         if is_main:
             print(f"resuming at epoch {epoch}, step {step}, batch {epoch_batches} of the epoch")
     if is_main:
@@ -313,6 +337,8 @@ def _train(
             "epoch_batches": epoch_batches,
             "train_seconds": train_seconds,
             "best_metric": best,
+            "epoch_loss": (loss_sum.item(), loss_count),
+            "world_size": context.world_size,
             "rng": rngs,
         }
 
@@ -344,9 +370,9 @@ def _train(
                 total=batches_per_epoch, initial=epoch_batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                 unit="batch", dynamic_ncols=True, leave=True,
             )  # fmt: skip
-        losses: list[float] = []
+        recent, recent_count = torch.zeros(50, dtype=loss_sum.dtype, device=device), 0  # the progress bar's losses
         tick = time.perf_counter()
-        for batch in loader:
+        for batch in itertools.islice(loader, batches_per_epoch - epoch_batches):
             images, masks = batch.images.to(device), batch.masks.to(device)
             text = {k: v.to(device) for k, v in model.tokenize(batch.expressions, max_tokens).items()}
             boundary = (epoch_batches + 1) % accumulation == 0
@@ -357,7 +383,9 @@ def _train(
                 loss = segmentation_loss(logits, masks, dice_weight=cfg.train.dice_weight)
                 scaler.scale(loss / accumulation).backward()
             epoch_batches += 1
-            losses.append(loss.item())
+            loss_sum += loss.detach()
+            recent[recent_count % len(recent)] = loss.detach()
+            loss_count, recent_count = loss_count + 1, recent_count + 1
             if boundary:
                 if cfg.optim.grad_clip_norm > 0:
                     scaler.unscale_(optimizer)
@@ -376,7 +404,7 @@ def _train(
                     if step % cfg.train.log_every_steps == 0 or epoch_batches == batches_per_epoch:
                         rate = progress.format_dict.get("rate") or 0.0
                         progress.set_postfix(
-                            loss=f"{np.mean(losses[-50:]):.4f}",
+                            loss=f"{recent[: min(recent_count, len(recent))].mean().item():.4f}",
                             lr=f"{optimizer.param_groups[-1]['lr']:.2e}",
                             img_s=f"{rate * cfg.train.batch_size * context.world_size:.1f}",
                             refresh=False,
@@ -392,7 +420,8 @@ def _train(
         if progress is not None:
             progress.close()
         epoch_done = epoch_batches >= batches_per_epoch
-        if reason == "signal" and not epoch_done:
+        if reason == "signal":
+            # saved before the epoch advances, even after its last batch: resuming validates it
             save("last.pt", checkpoint_state())
             if is_main:
                 name = signal.Signals(stop.signal).name if stop.signal else "signal"
@@ -406,11 +435,14 @@ def _train(
         record = {
             "epoch": epoch,
             "step": step,
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "train_loss": loss_sum.item() / loss_count if loss_count else float("nan"),
             "train_seconds": round(train_seconds, 2),
             **{f"lr_{group['name']}": group["lr"] for group in optimizer.param_groups},
         }
-        if evaluate_now and reason != "signal":
+        if epoch_done:
+            loss_sum.zero_()
+            loss_count = 0
+        if evaluate_now:
             metrics = evaluate_model(
                 model, val_set, max_tokens=max_tokens, batch_size=cfg.train.eval_batch_size or cfg.train.batch_size,
                 precision=cfg.train.precision,
@@ -427,10 +459,6 @@ def _train(
                 k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items() if not k.startswith("lr")
             }
             print(json.dumps(shown))
-        if reason == "signal":
-            if is_main:
-                print(f"stopped by signal at step {step}; run the same command to resume")
-            return {"stopped": "signal", **record}
     if is_main:
         records = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines() if line]
         if records:

@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from examples.dcmfnet import evaluate, predict
+from examples.dcmfnet.checkpoint import load_checkpoint, save_checkpoint
 from examples.dcmfnet.data import SyntheticReferring
 from examples.dcmfnet.train import train
 from tests.dcmfnet.fixtures_refer import make_refer_fixture
@@ -110,3 +112,13 @@ def test_torchrun_two_processes_train_and_evaluate(checkpoint: Path, tmp_path: P
     two, one = (json.loads((tmp_path / name).read_text()) for name in ("ddp.json", "one.json"))
     assert {k: two[k] for k in KEYS} == pytest.approx({k: one[k] for k in KEYS})
     assert two["num_samples"] == 7
+
+
+def test_evaluation_does_not_need_the_training_backbone_weights(checkpoint: Path, tmp_path: Path) -> None:
+    state = load_checkpoint(checkpoint)
+    state["config"]["model"]["backbone_weights"] = str(tmp_path / "only_on_the_training_machine.pt")
+    moved = save_checkpoint(tmp_path / "moved.pt", {k: v for k, v in state.items() if k != "format"})
+    model, cfg, _ = evaluate.load_model_from_checkpoint(moved)
+    assert cfg.model.backbone_weights == state["config"]["model"]["backbone_weights"]  # the config is as stored
+    for key, value in state["model"].items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)

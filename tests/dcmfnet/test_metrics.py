@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from examples.dcmfnet import metrics as metrics_module
 from examples.dcmfnet.metrics import ReferringMetrics, intersection_and_union, masks_from_logits
 
 
@@ -61,3 +62,25 @@ def test_masks_from_logits_threshold_and_resize() -> None:
         intersection_and_union([torch.zeros(2, 2, dtype=torch.bool)], [torch.zeros(3, 2, dtype=torch.bool)])
     with pytest.raises(ValueError, match="no samples"):
         ReferringMetrics().compute()
+
+
+def test_repeated_index_with_other_counts_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    metrics = ReferringMetrics()
+    metrics.update_counts([0, 1], [1, 2], [2, 2])
+    with pytest.raises(ValueError, match=r"index 1 .*different counts"):
+        metrics.update_counts([1], [1], [2])
+    with pytest.raises(ValueError, match="index 3 "):
+        ReferringMetrics().update_counts([3, 3], [0, 1], [1, 1])  # within one batch too
+    # merging the ranks' counts: the same pair with other counts on two ranks is an error too
+    ranks = [{0: (1, 2), 1: (2, 2)}, {1: (2, 2), 2: (0, 1)}]
+
+    def all_gather_object(output: list[object], _: object) -> None:
+        output[:] = ranks
+
+    monkeypatch.setattr(metrics_module.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(metrics_module.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(metrics_module.dist, "all_gather_object", all_gather_object)
+    assert ReferringMetrics().synchronize().compute()["num_samples"] == 3  # same counts: a padded repeat
+    ranks[1][1] = (1, 2)
+    with pytest.raises(ValueError, match="index 1 "):
+        ReferringMetrics().synchronize()

@@ -12,7 +12,7 @@ import torch
 
 import examples.dcmfnet.train as train_module
 from examples.dcmfnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from examples.dcmfnet.train import LearningRateSchedule, train
+from examples.dcmfnet.train import LearningRateSchedule, _resume_state, train
 from examples.dcmfnet.train_config import ConfigError, OptimConfig, load_run_config
 from tests.dcmfnet.tiny_run import CPU_CONFIG, tiny_config
 
@@ -106,6 +106,12 @@ def test_resume_refuses_another_config_and_truncated_file(tmp_path: Path) -> Non
     train(tiny_config("train.epochs=1"), tmp_path)
     with pytest.raises(CheckpointError, match=r"another config[\s\S]*model.igf_layers: 3 != 2"):
         train(tiny_config("train.epochs=1", "model.igf_layers=3"), tmp_path)
+    # the optimizer and schedule config must match too (the checkpoint's lrs and schedule would win silently)
+    with pytest.raises(CheckpointError, match=r"another config[\s\S]*optim.lr_rest: 0.001 != 0.002"):
+        train(tiny_config("train.epochs=1", "optim.lr_rest=1e-3"), tmp_path)
+    with pytest.raises(CheckpointError, match=r"optim.schedule: 'cosine' != 'poly'"):
+        train(tiny_config("train.epochs=1", "optim.schedule=cosine"), tmp_path)
+    assert train(tiny_config("train.epochs=1", "optim.grad_clip_norm=1.0"), tmp_path)["step"] == 6  # may change
     with pytest.raises(CheckpointError, match="exists"):
         train(tiny_config("train.epochs=1"), tmp_path, resume="never")
     path = tmp_path / "last.pt"
@@ -130,3 +136,106 @@ def test_atomic_checkpoint_is_what_resume_reads(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "copy.pt", {k: v for k, v in state.items() if k != "format"})
     result = train(tiny_config("train.epochs=2"), tmp_path / "other", resume=str(tmp_path / "copy.pt"))
     assert result["step"] == 12 and result["epoch"] == 2
+
+
+def _count_batches(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    calls = {"n": 0}
+    collate = train_module.collate_referring
+
+    def counting_collate(items: list[dict[str, Any]]) -> Any:
+        calls["n"] += 1
+        return collate(items)
+
+    monkeypatch.setattr(train_module, "collate_referring", counting_collate)
+    return calls
+
+
+def test_accumulation_leaves_no_gradient_behind_across_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 28 samples / batch 4 = 7 batches, accumulation 2: 3 steps per epoch; the 7th batch must not be trained on,
+    # else its gradient leaks into the next epoch's first step (and is lost when resuming at the epoch's end)
+    options = ("data.synthetic.train_samples=28", "train.grad_accum_steps=2", "optim.schedule=constant",
+               "optim.warmup_steps=0")  # fmt: skip
+    calls = _count_batches(monkeypatch)
+    reference = train(tiny_config(*options, "train.epochs=2"), tmp_path / "reference")
+    assert reference["step"] == 6 and calls["n"] == 12
+    train(tiny_config(*options, "train.epochs=1"), tmp_path / "resumed")
+    resumed = train(tiny_config(*options, "train.epochs=2"), tmp_path / "resumed")  # a fresh first step in epoch 2
+    assert resumed["step"] == 6 and calls["n"] == 24
+    expected, final = (load_checkpoint(tmp_path / name / "last.pt") for name in ("reference", "resumed"))
+    for key, value in expected["model"].items():
+        torch.testing.assert_close(final["model"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_sigterm_on_the_last_batch_of_an_epoch_validates_it_on_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_config("model.head_dropout=0.2")
+    train(cfg, tmp_path / "reference")
+    expected = load_checkpoint(tmp_path / "reference" / "last.pt")
+    calls = _count_batches(monkeypatch)
+    collate = train_module.collate_referring
+
+    def collate_then_sigterm(items: list[dict[str, Any]]) -> Any:
+        if calls["n"] == 5:  # the 6th and last batch of epoch 1
+            signal.raise_signal(signal.SIGTERM)
+        return collate(items)
+
+    monkeypatch.setattr(train_module, "collate_referring", collate_then_sigterm)
+    stopped = train(cfg, tmp_path / "resumed")
+    assert stopped["stopped"] == "signal" and stopped["step"] == 6
+    interrupted = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert (interrupted["epoch"], interrupted["step"], interrupted["epoch_batches"]) == (0, 6, 6)
+    monkeypatch.setattr(train_module, "collate_referring", collate)
+    train(cfg, tmp_path / "resumed")
+    records, reference = (
+        [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        for name in ("resumed", "reference")
+    )
+    assert [r["epoch"] for r in records] == [1, 2] and all("val_overall_iou" in r for r in records)
+    for record, wanted in zip(records, reference, strict=True):
+        assert record["train_loss"] == pytest.approx(wanted["train_loss"], rel=1e-12)
+        assert record["val_overall_iou"] == wanted["val_overall_iou"]
+    final = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    for key, value in expected["model"].items():
+        torch.testing.assert_close(final["model"][key], value, msg=key)
+
+
+def test_resume_refuses_another_world_size_mid_epoch(tmp_path: Path) -> None:
+    cfg = tiny_config("train.epochs=1")
+    train(cfg, tmp_path)
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["world_size"] == 1 and len(state["rng"]) == 1
+    state = {key: value for key, value in state.items() if key != "format"}
+    # faked: saved 3 batches into epoch 1 by 2 processes; resumed by 1
+    save_checkpoint(tmp_path / "ddp.pt", {**state, "world_size": 2, "epoch": 0, "epoch_batches": 3})
+    with pytest.raises(CheckpointError, match=r"3 batches into an epoch by 2 process\(es\); resume it with 2, not 1"):
+        train(cfg, tmp_path / "other", resume=str(tmp_path / "ddp.pt"))
+    # at an epoch boundary fewer processes may resume; more cannot (no RNG state for the extra ranks)
+    save_checkpoint(tmp_path / "boundary.pt", {**state, "world_size": 2})
+    assert _resume_state(tmp_path, str(tmp_path / "boundary.pt"), cfg, world_size=1) is not None
+    with pytest.raises(CheckpointError, match="RNG states of 1 process"):
+        _resume_state(tmp_path, str(tmp_path / "last.pt"), cfg, world_size=2)
+
+
+def test_no_loss_item_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    items = {"n": 0}
+    losses: list[float] = []
+
+    class CountingLoss(torch.Tensor):
+        def item(self) -> Any:  # type: ignore[override]
+            items["n"] += 1
+            return super().item()
+
+    loss_fn = train_module.segmentation_loss
+
+    def recording_loss(*args: Any, **kwargs: Any) -> torch.Tensor:
+        loss = loss_fn(*args, **kwargs)
+        losses.append(float(loss.detach()))
+        return loss.as_subclass(CountingLoss)
+
+    monkeypatch.setattr(train_module, "segmentation_loss", recording_loss)
+    train(tiny_config(), tmp_path)
+    assert len(losses) == 12 and items["n"] <= 2 * 3  # per epoch at most: the log record and two checkpoints
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for record, epoch_losses in zip(records, (losses[:6], losses[6:]), strict=True):
+        assert record["train_loss"] == pytest.approx(sum(epoch_losses) / 6, rel=1e-6)
