@@ -5,9 +5,9 @@ Shapes (:func:`paper_placements`) are the four IGF placements of DCMFNet
 batch 6. ResNet-101 stage outputs: V1 256 ch at 1/4 (120x120); V2 512 ch at 1/8
 (60x60); V3 1024 ch and stage 4 2048 ch at 1/8 with output stride 8 (DeepLab v2,
 stages 3 and 4 dilated; the default here, the heavier setting) or at 1/16
-(30x30) with output stride 16 (``examples/dcmfnet/configs/paper_resnet101.yaml``).
+(30x30) with output stride 16 (the shipped config ``paper_resnet101``).
 The sentence feature is projected to C_l = 256; ASPP outputs 256 channels.
-Widths follow paper §4.1 as ``examples/dcmfnet/config.py`` builds them:
+Widths follow paper §4.1 as ``dcmfnet/config.py`` builds them:
 
 ======  ====================  ========================  =====  =====  ====
 IGF     guidance X            guided Y (OS8)            C'_v   C'_l   out
@@ -466,11 +466,11 @@ class IGFCase:
 
 
 def dcmfnet_available() -> tuple[bool, str]:
-    """Whether ``examples.dcmfnet.config.build_model`` can be imported (and why not)."""
+    """Whether ``dcmfnet.config.build_model`` can be imported (and why not)."""
     try:
-        importlib.import_module("examples.dcmfnet.config")
+        importlib.import_module("dcmfnet.config")
     except Exception as e:
-        return False, f"examples.dcmfnet is not importable ({type(e).__name__}: {e})"
+        return False, f"dcmfnet is not importable ({type(e).__name__}: {e})"
     return True, ""
 
 

@@ -1,6 +1,6 @@
 """End-to-end DCMFNet cases: one training step and one inference forward.
 
-Uses the example package's public interface only (``examples.dcmfnet.config``:
+Uses the example package's public interface only (``dcmfnet.config``:
 ``ModelConfig`` and ``build_model``; ``DCMFNet.forward(images, text)``,
 ``model.tokenize`` and ``model.parameter_groups``).
 """
@@ -27,7 +27,7 @@ def _build(config: str, device: torch.device) -> tuple[Any, str]:
     BERT-base built from ``transformers.BertConfig()`` takes its place: same shapes,
     same cost.
     """
-    from examples.dcmfnet.config import build_model, load_model_config
+    from dcmfnet.config import build_model, load_model_config
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download weights at run time
     cfg = load_model_config(config)
@@ -36,7 +36,7 @@ def _build(config: str, device: torch.device) -> tuple[Any, str]:
     except OSError:
         from transformers import BertConfig, BertModel
 
-        from examples.dcmfnet.text_encoders import HFTextEncoder
+        from dcmfnet.text_encoders import HFTextEncoder
 
         bert = HFTextEncoder(BertModel(BertConfig(), add_pooling_layer=False), pooling=cfg.text_pooling)
         return build_model(cfg, text_encoder=bert).to(device), "random BERT-base (weights not available locally)"

@@ -21,7 +21,6 @@ placement) is measured once and tagged with every group that uses it.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -76,10 +75,12 @@ def settings_for(device: torch.device, quick: bool, output_stride: int = 8) -> S
             (1, 2),
             (5,),
             ("bf16",),
-            (("examples/dcmfnet/configs/model_cpu.yaml", 2, 64),),
+            (("model_cpu", 2, 64),),
         )
     if device.type == "cuda":
-        dcm = tuple((str(path), 6, 480) for path in sorted(Path("examples/dcmfnet/configs").glob("paper_*.yaml")))
+        from dcmfnet.configs import available_configs
+
+        dcm = tuple((name, 6, 480) for name in available_configs() if name.startswith("paper_"))
         return SuiteSettings(
             ps, by_name["E3"], by_name["E_enc"], tuple(range(1, 8)), (1, 3, 5, 7), ("bf16", "fp16"), dcm
         )
@@ -90,7 +91,7 @@ def settings_for(device: torch.device, quick: bool, output_stride: int = 8) -> S
         tuple(range(1, 8)),
         (1, 3, 5, 7),
         ("bf16",),
-        (("examples/dcmfnet/configs/model_cpu.yaml", 6, 64),),
+        (("model_cpu", 6, 64),),
     )
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from examples.dcmfnet import build_model
-from examples.dcmfnet.backbones import (
+from dcmfnet import build_model
+from dcmfnet.backbones import (
     BACKBONES,
     ResNetBackbone,
     SwinBackbone,
@@ -94,7 +94,7 @@ def test_resnet_weights_file_round_trip(tmp_path: Path) -> None:
 
 
 def _resnet18_config(weights: str):
-    from examples.dcmfnet import ModelConfig
+    from dcmfnet import ModelConfig
 
     return ModelConfig(
         backbone="resnet18",

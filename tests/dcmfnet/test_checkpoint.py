@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from examples.dcmfnet import checkpoint as ckpt
+from dcmfnet import checkpoint as ckpt
 
 
 def test_round_trip_and_rng(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from examples.dcmfnet.data import ReferringTransform, ShuffledExpressions, SyntheticReferring, swap_left_right
-from examples.dcmfnet.data.synthetic import COLOURS, SHAPES, SIZES, VOCABULARY, generate_scene
+from dcmfnet.data import ReferringTransform, ShuffledExpressions, SyntheticReferring, swap_left_right
+from dcmfnet.data.synthetic import COLOURS, SHAPES, SIZES, VOCABULARY, generate_scene
 
 
 def _words_match(expression: str, colour: str, shape: str, size: str) -> bool:

@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from examples.dcmfnet import evaluate, predict
-from examples.dcmfnet.checkpoint import load_checkpoint, save_checkpoint
-from examples.dcmfnet.data import SyntheticReferring
-from examples.dcmfnet.train import train
+from dcmfnet import evaluate, predict
+from dcmfnet.checkpoint import load_checkpoint, save_checkpoint
+from dcmfnet.data import SyntheticReferring
+from dcmfnet.train import train
 from tests.dcmfnet.fixtures_refer import make_refer_fixture
 from tests.dcmfnet.tiny_run import CPU_CONFIG, TINY, tiny_config
 
@@ -46,7 +46,9 @@ def test_evaluate_cli_writes_metrics_and_gallery(checkpoint: Path, tmp_path: Pat
     assert not (tmp_path / "shuffled_gallery.png").exists()
 
 
-def test_predict_cli_overlay_maps_and_bad_input(checkpoint: Path, tmp_path: Path) -> None:
+def test_predict_cli_overlay_maps_and_bad_input(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     raw = SyntheticReferring(split="test", num_samples=1, image_size=48).raw(0)  # another size than training
     Image.fromarray(raw.image).save(tmp_path / "scene.png")
     args = ["--checkpoint", str(checkpoint), "--image", str(tmp_path / "scene.png"), "--expression", raw.expression]
@@ -57,9 +59,11 @@ def test_predict_cli_overlay_maps_and_bad_input(checkpoint: Path, tmp_path: Path
     with pytest.raises(SystemExit, match="empty"):
         predict.main([*args[:4], "--expression", "  ", "--output", str(tmp_path / "x.png")])
     (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
-    with pytest.raises(OSError, match=r"broken\.png"):
-        predict.main([*args[:2], "--image", str(tmp_path / "broken.png"), "--expression", "the red circle",
-                      "--output", str(tmp_path / "x.png")])  # fmt: skip
+    broken = [*args[:2], "--image", str(tmp_path / "broken.png"), "--expression", "the red circle"]
+    assert predict.main([*broken, "--output", str(tmp_path / "x.png")]) == 2  # one line, exit 2
+    assert "broken.png" in capsys.readouterr().err
+    with pytest.raises(OSError, match=r"broken\.png"):  # --debug: the exception itself
+        predict.main([*broken, "--output", str(tmp_path / "x.png"), "--debug"])
 
 
 def test_refer_dataset_trains_and_evaluates_at_original_size(tmp_path: Path) -> None:
@@ -71,9 +75,9 @@ def test_refer_dataset_trains_and_evaluates_at_original_size(tmp_path: Path) -> 
     result = json.loads(out.read_text())
     assert result["num_samples"] == 4 and result["resolution"] == "original image size"
     # a missing dataset root names the expected layout
+    missing_root = ["--checkpoint", str(tmp_path / "run" / "last.pt"), "--data-root", str(tmp_path / "none")]
     with pytest.raises(FileNotFoundError, match="expected the REFER layout"):
-        evaluate.main(["--checkpoint", str(tmp_path / "run" / "last.pt"), "--data-root", str(tmp_path / "none"),
-                       "--output-json", str(out)])  # fmt: skip
+        evaluate.main([*missing_root, "--output-json", str(out), "--debug"])
 
 
 def _run(command: list[str], env: dict[str, str]) -> None:
@@ -95,7 +99,7 @@ def test_torchrun_two_processes_train_and_evaluate(checkpoint: Path, tmp_path: P
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     overrides = [*TINY, "train.epochs=1", "data.synthetic.val_samples=7"]
     _run(
-        [*launcher, "-m", "examples.dcmfnet.train", "--config", str(CPU_CONFIG), "--output-dir", str(tmp_path / "ddp"),
+        [*launcher, "-m", "dcmfnet.train", "--config", str(CPU_CONFIG), "--output-dir", str(tmp_path / "ddp"),
          *overrides],
         env,
     )  # fmt: skip
@@ -104,7 +108,7 @@ def test_torchrun_two_processes_train_and_evaluate(checkpoint: Path, tmp_path: P
     assert records[-1]["step"] == 3  # 24 samples / 2 ranks / batch 4
     # a 2-process evaluation gives the single-process numbers
     _run(
-        [*launcher, "-m", "examples.dcmfnet.evaluate", "--checkpoint", str(checkpoint), "--gallery", "none",
+        [*launcher, "-m", "dcmfnet.evaluate", "--checkpoint", str(checkpoint), "--gallery", "none",
          "--output-json", str(tmp_path / "ddp.json")],
         env,
     )  # fmt: skip

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from examples.dcmfnet import metrics as metrics_module
-from examples.dcmfnet.metrics import ReferringMetrics, intersection_and_union, masks_from_logits
+from dcmfnet import metrics as metrics_module
+from dcmfnet.metrics import ReferringMetrics, intersection_and_union, masks_from_logits
 
 
 def _reference(preds: list[torch.Tensor], gts: list[torch.Tensor]) -> dict[str, float]:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from examples.dcmfnet import DCMFNet, DCMFNetOutput, ModelConfig, build_model, load_model_config
-from examples.dcmfnet.blocks import (
+from dcmfnet import DCMFNet, DCMFNetOutput, ModelConfig, build_model, load_model_config
+from dcmfnet.blocks import (
     BidirectionalGatedFusion,
     ConcatFusion,
     GatedFusion,
@@ -18,11 +18,10 @@ from examples.dcmfnet.blocks import (
     NoMultiLevelFusion,
     resize_to,
 )
-from examples.dcmfnet.config import LGVE1_PLACEMENTS, MLFF_MODES
-from examples.dcmfnet.model import FUSION_SITES
+from dcmfnet.config import LGVE1_PLACEMENTS, MLFF_MODES
+from dcmfnet.model import FUSION_SITES
 from igf import GATES, OUTPUT_MODES, ASGate, ConvGRUGate, ConvLSTMGate, IterativeGatedFusion
 
-CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "dcmfnet" / "configs"
 SITES = ("fusion_e2", "fusion_e3", "fusion_e4", "fusion_enc", "fusion_dec")
 
 TINY = {
@@ -268,13 +267,13 @@ def test_tokenize() -> None:
 
 @pytest.mark.parametrize("name", ["model_cpu.yaml", "paper_resnet101.yaml", "paper_swin.yaml"])
 def test_yaml_configs_load(name: str) -> None:
-    cfg = load_model_config(CONFIGS / name)
+    cfg = load_model_config(name)
     assert cfg.lgve1 == "e3_e4" and cfg.lgve2 and cfg.mlff == "igf" and cfg.igf_gate == "asgate"
 
 
 def test_cpu_config_is_small_and_runs() -> None:
     torch.manual_seed(0)
-    model = build_model(load_model_config(CONFIGS / "model_cpu.yaml"))
+    model = build_model(load_model_config("model_cpu.yaml"))
     params = count(model)
     print(f"model_cpu.yaml: {params:,} parameters")
     assert 200_000 <= params <= 1_000_000
@@ -286,7 +285,7 @@ def test_cpu_config_is_small_and_runs() -> None:
 def _meta_bert_encoder():
     from transformers import BertConfig, BertModel
 
-    from examples.dcmfnet.text_encoders import HFTextEncoder
+    from dcmfnet.text_encoders import HFTextEncoder
 
     with torch.device("meta"):
         return HFTextEncoder(BertModel(BertConfig(), add_pooling_layer=False))
@@ -296,7 +295,7 @@ def _meta_bert_encoder():
     ("name", "c_v"), [("paper_resnet101.yaml", (256, 512, 1024, 2048)), ("paper_swin.yaml", (128, 256, 512, 1024))]
 )
 def test_paper_config_builds_with_paper_channels(name: str, c_v: tuple[int, ...]) -> None:
-    model = build_model(load_model_config(CONFIGS / name), text_encoder=_meta_bert_encoder(), device="meta")
+    model = build_model(load_model_config(name), text_encoder=_meta_bert_encoder(), device="meta")
     print(f"{name}: {count(model):,} parameters ({count(model.backbone):,} backbone)")
     assert model.backbone.channels == c_v
     assert isinstance(model.fusion_e2, NoFusion)
@@ -386,7 +385,7 @@ def test_unknown_yaml_key_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="igf_depth"):
         load_model_config(path)
     with pytest.raises(ValueError, match="unknown mlff"):
-        load_model_config(CONFIGS / "model_cpu.yaml", ["mlff=sum"])
+        load_model_config("model_cpu.yaml", ["mlff=sum"])
 
 
 def test_resnet18_output_stride_error() -> None:
@@ -400,4 +399,4 @@ def test_swin_output_stride_is_checked_by_the_config(backbone: str) -> None:
         ModelConfig(backbone=backbone)  # the default output_stride=16
     assert ModelConfig(backbone=backbone, output_stride=32).output_stride == 32
     with pytest.raises(ValueError, match="supports only output_stride=32"):
-        load_model_config(CONFIGS / "paper_swin.yaml", ["output_stride=8"])
+        load_model_config("paper_swin.yaml", ["output_stride=8"])

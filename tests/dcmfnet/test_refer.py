@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from examples.dcmfnet.data import ReferDataset, ReferringTransform
-from examples.dcmfnet.data.refer import MAX_TOKENS
-from examples.dcmfnet.metrics import ReferringMetrics
+from dcmfnet.data import ReferDataset, ReferringTransform
+from dcmfnet.data.refer import MAX_TOKENS
+from dcmfnet.metrics import ReferringMetrics
 from tests.dcmfnet.fixtures_refer import make_refer_fixture
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from examples.dcmfnet import ModelConfig, build_model
-from examples.dcmfnet.text_encoders import (
+from dcmfnet import ModelConfig, build_model
+from dcmfnet.text_encoders import (
     HFTextEncoder,
     WordTextEncoder,
     build_text_encoder,

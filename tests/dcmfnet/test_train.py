@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import torch
 
-import examples.dcmfnet.train as train_module
-from examples.dcmfnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from examples.dcmfnet.train import LearningRateSchedule, _resume_state, train
-from examples.dcmfnet.train_config import ConfigError, OptimConfig, load_run_config
+import dcmfnet.train as train_module
+from dcmfnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from dcmfnet.train import LearningRateSchedule, _resume_state, train
+from dcmfnet.train_config import ConfigError, OptimConfig, load_run_config
 from tests.dcmfnet.tiny_run import CPU_CONFIG, tiny_config
 
 

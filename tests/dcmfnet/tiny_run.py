@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from examples.dcmfnet.train_config import RunConfig, load_run_config
+from dcmfnet.configs import resolve_config
+from dcmfnet.train_config import RunConfig, load_run_config
 
 __all__ = ["CPU_CONFIG", "TINY", "tiny_config"]
 
-CPU_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "dcmfnet" / "configs" / "cpu_synthetic.yaml"
+CPU_CONFIG = resolve_config("cpu_synthetic")
 
 #: A run of a few steps at 32x32 on 24 scenes (about a second per epoch).
 TINY = [

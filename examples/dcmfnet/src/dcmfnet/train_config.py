@@ -1,6 +1,6 @@
 """Run configuration: dataclasses read through omegaconf (YAML file + ``key=value`` overrides).
 
-The run config has four sections: ``model`` (a :class:`~examples.dcmfnet.config.ModelConfig`),
+The run config has four sections: ``model`` (a :class:`~dcmfnet.config.ModelConfig`),
 ``data``, ``optim`` and ``train``. The defaults are the paper's recipe (§4.1: Adam with lr
 1.82e-5 for the vision encoder and 1.82e-4 for the rest, 15 epochs, batch 6, 480×480, sigmoid
 BCE); ``configs/cpu_synthetic.yaml`` overrides them for the built-in dataset on a CPU.
@@ -11,7 +11,7 @@ an override, are errors that name the key and list the valid ones.
 
 Example::
 
-    cfg = load_run_config("examples/dcmfnet/configs/cpu_synthetic.yaml", ["train.epochs=2"])
+    cfg = load_run_config("cpu_synthetic", ["train.epochs=2"])
     cfg.train.epochs  # 2
 """
 
@@ -26,7 +26,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from examples.dcmfnet.config import ModelConfig
+from dcmfnet.config import ModelConfig
+from dcmfnet.configs import resolve_config
 
 __all__ = [
     "ConfigError",
@@ -51,7 +52,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class SyntheticDataConfig:
-    """The built-in dataset (:mod:`examples.dcmfnet.data.synthetic`)."""
+    """The built-in dataset (:mod:`dcmfnet.data.synthetic`)."""
 
     train_samples: int = 20000
     val_samples: int = 500
@@ -68,7 +69,7 @@ class DataConfig:
     """Which data, at which size.
 
     ``dataset`` is ``synthetic`` or a REFER dataset (``refcoco``, ``refcoco+``, ``refcocog``,
-    ``refclef``) read from ``root`` (see :mod:`examples.dcmfnet.data.refer`). ``max_tokens``
+    ``refclef``) read from ``root`` (see :mod:`dcmfnet.data.refer`). ``max_tokens``
     ``None`` takes the dataset's length (15, 20 for G-Ref, 12 for synthetic).
     """
 
@@ -206,24 +207,22 @@ def load_run_config(path: str | Path | None = None, overrides: Sequence[str] = (
     """Build a :class:`RunConfig` from defaults, a YAML file and ``key=value`` overrides.
 
     Args:
-        path: YAML file (``None``: defaults only).
+        path: YAML file or the name of a shipped config (``cpu_synthetic``); ``None``: defaults only.
         overrides: dotlist overrides such as ``["train.epochs=3", "model.backbone=tiny"]``.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        FileNotFoundError: ``path`` is neither a file nor a shipped config.
         ConfigError: unknown key, wrong type or invalid value (the message names it).
     """
     sources: list[tuple[str, Any]] = []
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
+        path = resolve_config(path)
         loaded = OmegaConf.load(path)
         if isinstance(loaded, DictConfig) and isinstance(loaded.get("model"), str):
             # `model: paper_resnet101.yaml` names a model-config file, relative to this file
-            model_path = (path.parent / loaded.model).resolve()
-            if not model_path.is_file():
-                raise FileNotFoundError(f"{path}: model config file {model_path} does not exist")
+            # (or of a shipped config)
+            beside = path.parent / loaded.model
+            model_path = resolve_config(beside if beside.is_file() else loaded.model)
             loaded.model = OmegaConf.load(model_path)
         sources.append((str(path), loaded))
     for item in overrides:

@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
-from examples.dcmfnet.data.base import RawSample, ReferringDataset
-from examples.dcmfnet.data.transforms import ReferringTransform
+from dcmfnet.data.base import RawSample, ReferringDataset
+from dcmfnet.data.transforms import ReferringTransform
 
 __all__ = [
     "DATASET_SPLITS",

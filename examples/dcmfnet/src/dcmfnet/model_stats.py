@@ -1,9 +1,9 @@
 """Parameter counts, FLOPs and CPU step time of the DCMFNet configs.
 
-Run from the repository root::
+Usage::
 
-    python -m examples.dcmfnet.model_stats                 # paper configs at 480x480 and the CPU config
-    python -m examples.dcmfnet.model_stats --skip-paper    # CPU config only
+    dcmfnet stats                 # paper configs at 480x480 and the CPU config
+    dcmfnet stats --skip-paper    # CPU config only
 
 The paper models are built on the meta device (no memory, no weights) with a
 randomly initialised BERT-base built from ``BertConfig()`` (nothing is
@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
-from pathlib import Path
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from examples.dcmfnet.config import build_model, load_model_config
-from examples.dcmfnet.model import DCMFNet
-from examples.dcmfnet.text_encoders import HFTextEncoder, TextEncoder
-
-CONFIGS = Path(__file__).resolve().parent / "configs"
+from dcmfnet.command_line import run_command
+from dcmfnet.config import build_model, load_model_config
+from dcmfnet.model import DCMFNet
+from dcmfnet.text_encoders import HFTextEncoder, TextEncoder
 
 
 class _ZeroSentence(TextEncoder):
@@ -59,7 +59,7 @@ def paper_stats(config: str, *, size: int, tokens: int) -> dict[str, float]:
     """Parameters and forward FLOPs of a paper config with a random BERT-base, batch 1 at ``size x size``."""
     from transformers import BertConfig, BertModel
 
-    cfg = load_model_config(CONFIGS / config)
+    cfg = load_model_config(config)
     # BERT-base on the CPU for its FLOPs, and a meta copy inside the meta model for the counts.
     torch.manual_seed(0)
     bert = HFTextEncoder(BertModel(BertConfig(), add_pooling_layer=False))
@@ -104,15 +104,23 @@ def cpu_step_time(
     return statistics.median(times), min(times), flops
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``stats`` subcommand's arguments."""
     parser.add_argument("--skip-paper", action="store_true", help="only the CPU config")
     parser.add_argument("--size", type=int, default=480, help="paper input size")
     parser.add_argument("--cpu-size", type=int, default=64, help="CPU config input size")
     parser.add_argument("--batch", type=int, default=8, help="CPU config batch size")
     parser.add_argument("--steps", type=int, default=10, help="timed CPU steps")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
-    args = parser.parse_args()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dcmfnet.model_stats``: the same as ``dcmfnet stats``."""
+    return run_command(__doc__, add_arguments, run, argv, prog="dcmfnet stats")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the statistics; returns the exit status."""
 
     if not args.skip_paper:
         for config in ("paper_resnet101.yaml", "paper_swin.yaml"):
@@ -124,7 +132,7 @@ def main() -> None:
                 f"1x3x{args.size}x{args.size} with 15 tokens (BERT {stats['gflops_text']:.2f})"
             )
 
-    cfg = load_model_config(CONFIGS / "model_cpu.yaml")
+    cfg = load_model_config("model_cpu")
     torch.manual_seed(0)
     model = build_model(cfg)
     median, best, flops = cpu_step_time(
@@ -135,7 +143,8 @@ def main() -> None:
         f"{args.batch}x3x{args.cpu_size}x{args.cpu_size}; forward+backward {median * 1e3:.0f} ms median "
         f"({best * 1e3:.0f} ms best) over {args.steps} steps on {args.threads} CPU threads"
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,7 +3,7 @@
 A dataset yields one *(image, expression)* pair per index. It knows how to
 produce the raw pair (:meth:`ReferringDataset.raw`: the image at its original
 size, the binary ground-truth mask and the expression) and applies a
-:class:`~examples.dcmfnet.data.transforms.ReferringTransform` to turn it into
+:class:`~dcmfnet.data.transforms.ReferringTransform` to turn it into
 tensors at the training size. The original-size mask travels with the sample
 because the metrics are scored at the original resolution (SPEC §3).
 """
@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 if TYPE_CHECKING:
-    from examples.dcmfnet.data.transforms import ReferringTransform
+    from dcmfnet.data.transforms import ReferringTransform
 
 __all__ = ["RawSample", "ReferringBatch", "ReferringDataset", "ShuffledExpressions", "collate_referring"]
 

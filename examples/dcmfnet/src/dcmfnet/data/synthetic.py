@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from examples.dcmfnet.data.base import RawSample, ReferringDataset
-from examples.dcmfnet.data.transforms import ReferringTransform
+from dcmfnet.data.base import RawSample, ReferringDataset
+from dcmfnet.data.transforms import ReferringTransform
 
 __all__ = [
     "COLOURS",

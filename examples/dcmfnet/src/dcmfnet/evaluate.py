@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m examples.dcmfnet.evaluate --checkpoint runs/cpu/best.pt --output-json runs/cpu/val.json
-    python -m examples.dcmfnet.evaluate --checkpoint runs/cpu/best.pt --shuffle-expressions \\
+    dcmfnet evaluate --checkpoint runs/cpu/best.pt --output-json runs/cpu/val.json
+    dcmfnet evaluate --checkpoint runs/cpu/best.pt --shuffle-expressions \\
         --output-json runs/cpu/val_shuffled.json
 
 The model is rebuilt from the config stored in the checkpoint. Predictions are resized to each
@@ -28,14 +28,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from examples.dcmfnet import distributed
-from examples.dcmfnet.checkpoint import load_checkpoint
-from examples.dcmfnet.config import build_model
-from examples.dcmfnet.data.base import ReferringDataset, ShuffledExpressions, collate_referring
-from examples.dcmfnet.data.build import build_dataset, max_tokens_for
-from examples.dcmfnet.metrics import ReferringMetrics, masks_from_logits
-from examples.dcmfnet.train_config import RunConfig, run_config_from_dict
-from examples.dcmfnet.visualize import save_gallery
+from dcmfnet import distributed
+from dcmfnet.checkpoint import load_checkpoint
+from dcmfnet.command_line import run_command
+from dcmfnet.config import build_model
+from dcmfnet.data.base import ReferringDataset, ShuffledExpressions, collate_referring
+from dcmfnet.data.build import build_dataset, max_tokens_for
+from dcmfnet.metrics import ReferringMetrics, masks_from_logits
+from dcmfnet.train_config import RunConfig, run_config_from_dict
+from dcmfnet.visualize import save_gallery
 
 __all__ = [
     "autocast",
@@ -94,7 +95,7 @@ def evaluate_model(
     """Score ``model`` on every sample of ``dataset`` (this rank's share under torchrun), merged over ranks.
 
     Returns:
-        the synchronised :class:`~examples.dcmfnet.metrics.ReferringMetrics` (call ``.compute()``).
+        the synchronised :class:`~dcmfnet.metrics.ReferringMetrics` (call ``.compute()``).
     """
     rank, world = 0, 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -184,8 +185,8 @@ def load_model_from_checkpoint(
     return model, cfg, state
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``evaluate`` subcommand's arguments."""
     parser.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt or last.pt)")
     parser.add_argument("--split", default=None, help="split to score (default: the run's validation split)")
     parser.add_argument("--shuffle-expressions", action="store_true", help="give each sample another's expression")
@@ -196,12 +197,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--max-samples", type=int, default=None, help="score only the first samples")
     parser.add_argument("--seed", type=int, default=0, help="seed of the expression shuffle")
-    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
-    args = _parse_args(argv)
+    """``python -m dcmfnet.evaluate``: the same as ``dcmfnet evaluate``."""
+    return run_command(__doc__, add_arguments, run, argv, prog="dcmfnet evaluate")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate with the parsed arguments; returns the exit status."""
     context = distributed.setup(device=args.device)
     try:
         model, cfg, state = load_model_from_checkpoint(args.checkpoint, device=context.device)

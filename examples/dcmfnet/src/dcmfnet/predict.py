@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m examples.dcmfnet.predict --checkpoint runs/cpu/best.pt --image scene.png \\
+    dcmfnet predict --checkpoint runs/cpu/best.pt --image scene.png \\
         --expression "the big red circle" --output prediction.png [--maps maps/]
 
 ``--maps DIR`` also writes the paper's Fig. 6 (the LGVE-1, LGVE-2 and MLFF stage outputs) and
@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from examples.dcmfnet.data.build import max_tokens_for
-from examples.dcmfnet.data.transforms import ReferringTransform
-from examples.dcmfnet.distributed import setup
-from examples.dcmfnet.evaluate import autocast, load_model_from_checkpoint
-from examples.dcmfnet.metrics import masks_from_logits
-from examples.dcmfnet.visualize import overlay_mask, save_feature_maps
+from dcmfnet.command_line import run_command
+from dcmfnet.data.build import max_tokens_for
+from dcmfnet.data.transforms import ReferringTransform
+from dcmfnet.distributed import setup
+from dcmfnet.evaluate import autocast, load_model_from_checkpoint
+from dcmfnet.metrics import masks_from_logits
+from dcmfnet.visualize import overlay_mask, save_feature_maps
 
 __all__ = ["main", "read_image"]
 
@@ -47,8 +48,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise OSError(f"cannot read image {path}: {error}") from error
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``predict`` subcommand's arguments."""
     parser.add_argument("--checkpoint", required=True, help="checkpoint file")
     parser.add_argument("--image", required=True, help="input image")
     parser.add_argument("--expression", required=True, help="referring expression")
@@ -56,13 +57,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--maps", default=None, help="folder for the Fig. 6/7 feature maps")
     parser.add_argument("--mask-output", default=None, help="also save the binary mask as a PNG")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dcmfnet.predict``: the same as ``dcmfnet predict``."""
+    return run_command(__doc__, add_arguments, run, argv, prog="dcmfnet predict")
 
 
 @torch.no_grad()
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
-    args = _parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Predict with the parsed arguments; returns the exit status."""
     if not args.expression.strip():
         raise SystemExit("error: --expression is empty; say which object to segment")
     image = read_image(args.image)

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from examples.dcmfnet.backbones import BACKBONES, build_backbone, output_strides
-from examples.dcmfnet.blocks import (
+from dcmfnet.backbones import BACKBONES, build_backbone, output_strides
+from dcmfnet.blocks import (
     ASPP,
     BidirectionalGatedFusion,
     ConcatFusion,
@@ -27,8 +27,8 @@ from examples.dcmfnet.blocks import (
     NoMultiLevelFusion,
     SegmentationHead,
 )
-from examples.dcmfnet.model import DCMFNet
-from examples.dcmfnet.text_encoders import DEFAULT_WORDS, POOLINGS, TEXT_ENCODERS, TextEncoder, build_text_encoder
+from dcmfnet.model import DCMFNet
+from dcmfnet.text_encoders import DEFAULT_WORDS, POOLINGS, TEXT_ENCODERS, TextEncoder, build_text_encoder
 from igf import GATES, OUTPUT_MODES, IterativeGatedFusion
 
 __all__ = ["LGVE1_PLACEMENTS", "MLFF_MODES", "ModelConfig", "build_model", "load_model_config"]
@@ -181,7 +181,7 @@ def load_model_config(path: str | Path | None = None, overrides: Sequence[str] =
     """Reads a :class:`ModelConfig` from a YAML file (fields at the top level) and ``key=value`` overrides.
 
     Args:
-        path: YAML file, or None for the defaults.
+        path: YAML file or the name of a shipped config (``model_cpu``), or None for the defaults.
         overrides: Dotlist overrides, e.g. ``["lgve2=false", "igf_layers=3"]``.
 
     Raises:
@@ -191,7 +191,9 @@ def load_model_config(path: str | Path | None = None, overrides: Sequence[str] =
     from omegaconf import OmegaConf
 
     schema = OmegaConf.structured(ModelConfig)
-    sources = [OmegaConf.load(path)] if path is not None else []
+    from dcmfnet.configs import resolve_config
+
+    sources = [OmegaConf.load(resolve_config(path))] if path is not None else []
     merged = OmegaConf.merge(schema, *sources, OmegaConf.from_dotlist(list(overrides)))
     config = OmegaConf.to_object(merged)
     assert isinstance(config, ModelConfig)

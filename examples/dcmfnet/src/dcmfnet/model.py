@@ -15,10 +15,10 @@ The forward pass reads like Fig. 2::
     P     = Head(E_dec)↑                               logits at the input size
 
 Each ablation of the paper swaps one of these sites at construction (a
-disabled IGF becomes :class:`~examples.dcmfnet.blocks.NoFusion`), so
+disabled IGF becomes :class:`~dcmfnet.blocks.NoFusion`), so
 ``forward`` has no configuration branches. Build it from a
-:class:`~examples.dcmfnet.config.ModelConfig` with
-:func:`~examples.dcmfnet.config.build_model`.
+:class:`~dcmfnet.config.ModelConfig` with
+:func:`~dcmfnet.config.build_model`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Any, Literal, NamedTuple, overload
 import torch
 from torch import Tensor, nn
 
-from examples.dcmfnet.backbones import VisionBackbone
-from examples.dcmfnet.blocks import ConvBN, resize_to
-from examples.dcmfnet.text_encoders import TextEncoder
+from dcmfnet.backbones import VisionBackbone
+from dcmfnet.blocks import ConvBN, resize_to
+from dcmfnet.text_encoders import TextEncoder
 from igf import IGFOutput, IterativeGatedFusion
 
 __all__ = ["FUSION_SITES", "DCMFNet", "DCMFNetOutput"]
@@ -102,7 +102,7 @@ class DCMFNet(nn.Module):
 
     Every fusion site is called as ``site(guidance, guided, *, return_intermediates)``
     like :class:`igf.IterativeGatedFusion`. Use
-    :func:`~examples.dcmfnet.config.build_model` rather than this constructor.
+    :func:`~dcmfnet.config.build_model` rather than this constructor.
 
     Inputs:
         - **images**: ``(B, 3, H, W)`` float; ``H`` and ``W`` multiples of ``backbone.size_multiple``.

@@ -1,15 +1,15 @@
 """Referring-segmentation data: the built-in synthetic dataset and the REFER-format loader."""
 
-from examples.dcmfnet.data.base import (
+from dcmfnet.data.base import (
     RawSample,
     ReferringBatch,
     ReferringDataset,
     ShuffledExpressions,
     collate_referring,
 )
-from examples.dcmfnet.data.refer import ReferDataset, decode_segmentation
-from examples.dcmfnet.data.synthetic import VOCABULARY, SyntheticReferring, generate_scene
-from examples.dcmfnet.data.transforms import ReferringTransform, swap_left_right
+from dcmfnet.data.refer import ReferDataset, decode_segmentation
+from dcmfnet.data.synthetic import VOCABULARY, SyntheticReferring, generate_scene
+from dcmfnet.data.transforms import ReferringTransform, swap_left_right
 
 __all__ = [
     "VOCABULARY",

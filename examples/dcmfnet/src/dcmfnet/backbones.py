@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from examples.dcmfnet.blocks import ConvBN
+from dcmfnet.blocks import ConvBN
 
 __all__ = [
     "BACKBONES",

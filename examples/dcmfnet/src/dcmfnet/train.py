@@ -2,9 +2,9 @@
 
 Usage::
 
-    python -m examples.dcmfnet.train --config examples/dcmfnet/configs/cpu_synthetic.yaml --output-dir runs/cpu
-    python -m examples.dcmfnet.train --config FILE --output-dir DIR train.epochs=3 data.root=/data/refer
-    torchrun --nproc_per_node 2 -m examples.dcmfnet.train --config FILE --output-dir DIR
+    dcmfnet train --config cpu_synthetic --output-dir runs/cpu
+    dcmfnet train --config FILE --output-dir DIR train.epochs=3 data.root=/data/refer
+    torchrun --nproc_per_node 2 -m dcmfnet.train --config FILE --output-dir DIR
 
 The output folder receives ``last.pt`` (after every epoch, and on SIGINT/SIGTERM or when the
 time budget ends), ``best.pt`` (best validation overall IoU), ``config.yaml`` (the resolved
@@ -41,8 +41,8 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from examples.dcmfnet import distributed
-from examples.dcmfnet.checkpoint import (
+from dcmfnet import distributed
+from dcmfnet.checkpoint import (
     CheckpointError,
     capture_rng_state,
     config_differences,
@@ -50,12 +50,13 @@ from examples.dcmfnet.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from examples.dcmfnet.config import build_model
-from examples.dcmfnet.data.base import collate_referring
-from examples.dcmfnet.data.build import build_dataset, max_tokens_for
-from examples.dcmfnet.evaluate import autocast, evaluate_model, save_prediction_gallery
-from examples.dcmfnet.train_config import OptimConfig, RunConfig, config_to_dict, load_run_config
-from examples.dcmfnet.visualize import save_training_curves
+from dcmfnet.command_line import run_command
+from dcmfnet.config import build_model
+from dcmfnet.data.base import collate_referring
+from dcmfnet.data.build import build_dataset, max_tokens_for
+from dcmfnet.evaluate import autocast, evaluate_model, save_prediction_gallery
+from dcmfnet.train_config import OptimConfig, RunConfig, config_to_dict, load_run_config
+from dcmfnet.visualize import save_training_curves
 
 __all__ = ["LearningRateSchedule", "main", "segmentation_loss", "train"]
 
@@ -474,21 +475,24 @@ def _train(
     return {"stopped": reason, **record}
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="run config YAML")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``train`` subcommand's arguments; ``key=value`` overrides may follow anywhere."""
+    parser.add_argument("--config", required=True, help="shipped config name (cpu_synthetic) or YAML file")
     parser.add_argument("--output-dir", required=True, help="folder for checkpoints, logs and figures")
     parser.add_argument("--resume", default="auto", help="auto (default), never, or a checkpoint path")
-    parser.add_argument("overrides", nargs="*", help="config overrides, key=value (e.g. train.epochs=3)")
-    return parser.parse_args(argv)
+    parser.epilog = "Config overrides: key=value anywhere on the line (e.g. train.epochs=3)."
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
-    args = _parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Train with the parsed arguments; returns the exit status."""
     cfg = load_run_config(args.config, args.overrides)
     train(cfg, args.output_dir, resume=args.resume)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dcmfnet.train``: the same as ``dcmfnet train``."""
+    return run_command(__doc__, add_arguments, run, argv, prog="dcmfnet train")
 
 
 if __name__ == "__main__":
