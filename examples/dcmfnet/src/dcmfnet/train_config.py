@@ -28,6 +28,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from dcmfnet.config import ModelConfig
 from dcmfnet.configs import resolve_config
+from dcmfnet.data.config import DataConfig, SyntheticDataConfig
 
 __all__ = [
     "ConfigError",
@@ -48,44 +49,6 @@ SCHEDULES = ("constant", "poly", "cosine")
 
 class ConfigError(ValueError):
     """A config file or override is invalid (unknown key, wrong type, bad value)."""
-
-
-@dataclass
-class SyntheticDataConfig:
-    """The built-in dataset (:mod:`dcmfnet.data.synthetic`)."""
-
-    train_samples: int = 20000
-    val_samples: int = 500
-    test_samples: int = 500
-    seed: int = 0
-    min_objects: int = 3
-    max_objects: int = 5
-    size_probability: float = 0.2
-    position_probability: float = 0.2
-
-
-@dataclass
-class DataConfig:
-    """Which data, at which size.
-
-    ``dataset`` is ``synthetic`` or a REFER dataset (``refcoco``, ``refcoco+``, ``refcocog``,
-    ``refclef``) read from ``root`` (see :mod:`dcmfnet.data.refer`). ``max_tokens``
-    ``None`` takes the dataset's length (15, 20 for G-Ref, 12 for synthetic).
-    """
-
-    dataset: str = "synthetic"
-    root: str = "data/refer"
-    split_by: str | None = None
-    image_dir: str | None = None
-    train_split: str = "train"
-    val_split: str = "val"
-    image_size: int = 480
-    max_tokens: int | None = None
-    hflip_probability: float = 0.0
-    num_workers: int = 0
-    max_train_samples: int | None = None
-    max_val_samples: int | None = None
-    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
 
 
 @dataclass

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dcmfnet.data.base import ReferringDataset
+from dcmfnet.data.config import DataConfig
 from dcmfnet.data.refer import MAX_TOKENS, ReferDataset
 from dcmfnet.data.synthetic import SyntheticReferring
 from dcmfnet.data.transforms import ReferringTransform
-from dcmfnet.train_config import DataConfig
 
 __all__ = ["SYNTHETIC_MAX_TOKENS", "build_dataset", "max_tokens_for"]
 
