@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistributedContext", "all_reduce_flag", "barrier", "broadcast_object", "cleanup", "setup"]
+__all__ = ["DistributedContext", "all_gather_object", "all_reduce_flag", "barrier", "cleanup", "setup"]
 
 
 @dataclass(frozen=True)
@@ -86,19 +86,22 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_flag(flag: bool, *, device: torch.device) -> bool:
-    """True on every rank if ``flag`` is true on any rank (e.g. "a stop signal arrived")."""
+def all_reduce_flag(flag: bool | torch.Tensor, *, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is true on any rank (e.g. "a stop signal arrived").
+
+    ``flag`` may be a 0-d bool tensor on ``device`` (one host synchronisation in all).
+    """
     if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
+        return bool(flag)
+    value = torch.as_tensor(flag, device=device).float().reshape(1)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
 
 
-def broadcast_object(value: object, *, src: int = 0) -> object:
-    """Rank ``src``'s ``value`` on every rank."""
+def all_gather_object(value: object) -> list[object]:
+    """Every rank's ``value``, in rank order (``[value]`` in a single process)."""
     if not (dist.is_available() and dist.is_initialized()):
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=src)
-    return holder[0]
+        return [value]
+    gathered: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered

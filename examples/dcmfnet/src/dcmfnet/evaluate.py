@@ -20,7 +20,6 @@ import dataclasses
 import json
 import sys
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -35,25 +34,17 @@ from dcmfnet.config import build_model
 from dcmfnet.data.base import ReferringDataset, ShuffledExpressions, collate_referring
 from dcmfnet.data.build import build_dataset, max_tokens_for
 from dcmfnet.metrics import ReferringMetrics, masks_from_logits
+from dcmfnet.precision import autocast
 from dcmfnet.train_config import RunConfig, run_config_from_dict
 from dcmfnet.visualize import save_gallery
 
 __all__ = [
-    "autocast",
     "evaluate_model",
     "load_model_from_checkpoint",
     "main",
     "predict_masks",
     "save_prediction_gallery",
 ]
-
-
-def autocast(device: torch.device, precision: str) -> Any:
-    """The autocast context for ``precision`` (``fp32``: none)."""
-    if precision == "fp32":
-        return nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -52,13 +53,14 @@ from dcmfnet.checkpoint import (
 )
 from dcmfnet.command_line import run_command
 from dcmfnet.config import build_model
-from dcmfnet.data.base import collate_referring
+from dcmfnet.data.base import ReferringBatch, ReferringDataset, collate_referring
 from dcmfnet.data.build import build_dataset, max_tokens_for
-from dcmfnet.evaluate import autocast, evaluate_model, save_prediction_gallery
+from dcmfnet.evaluate import evaluate_model, save_prediction_gallery
+from dcmfnet.precision import autocast
 from dcmfnet.train_config import OptimConfig, RunConfig, config_to_dict, load_run_config
 from dcmfnet.visualize import save_training_curves
 
-__all__ = ["LearningRateSchedule", "main", "segmentation_loss", "train"]
+__all__ = ["LearningRateSchedule", "TrainState", "main", "segmentation_loss", "train"]
 
 #: Config sections that must match between a checkpoint and the run resuming from it.
 _RESUME_MUST_MATCH = ("model", "data.dataset", "data.image_size", "data.split_by", "data.max_tokens", "optim")
@@ -234,6 +236,326 @@ def _resume_state(output_dir: Path, resume: str, cfg: RunConfig, *, world_size: 
     return state
 
 
+@dataclass
+class TrainState:
+    """Where a run stands: what a checkpoint restores besides the module states and RNGs.
+
+    Attributes:
+        epoch: epochs completed.
+        step: optimizer steps taken.
+        epoch_batches: batches of the current epoch trained on.
+        train_seconds: training time so far (validation not counted).
+        best_metric: the best validation overall IoU, ``None`` before the first validation.
+        loss_sum: the current epoch's training loss summed on the device (no host sync per batch).
+        loss_count: the batches in ``loss_sum``.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    epoch_batches: int = 0
+    train_seconds: float = 0.0
+    best_metric: float | None = None
+    loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
+    loss_count: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """The plain values a checkpoint stores (one host sync, for the epoch's loss)."""
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "epoch_batches": self.epoch_batches,
+            "train_seconds": self.train_seconds,
+            "best_metric": self.best_metric,
+            "epoch_loss": (self.loss_sum.item(), self.loss_count),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.epoch, self.step, self.epoch_batches = state["epoch"], state["step"], state["epoch_batches"]
+        self.train_seconds, self.best_metric = state["train_seconds"], state["best_metric"]
+        loss_sum, self.loss_count = state.get("epoch_loss", (0.0, 0))
+        self.loss_sum.fill_(loss_sum)
+
+    def mean_loss(self) -> float:
+        """The current epoch's mean training loss (NaN before its first batch)."""
+        return self.loss_sum.item() / self.loss_count if self.loss_count else float("nan")
+
+
+@dataclass
+class _Run:
+    """Everything one training run works with, built once by :func:`_build_run`."""
+
+    cfg: RunConfig
+    context: distributed.DistributedContext
+    output_dir: Path
+    model: nn.Module
+    trained: nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    schedule: LearningRateSchedule
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    train_set: ReferringDataset
+    val_set: ReferringDataset
+    sampler: DistributedSampler[Any]
+    max_tokens: int
+    steps_per_epoch: int
+    total_steps: int
+    stop: _StopRequest
+    state: TrainState
+    writer: Any = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches an epoch trains on: trailing ones that would not end in an optimizer step are left out."""
+        return self.steps_per_epoch * self.cfg.train.grad_accum_steps
+
+
+def _steps_per_epoch(cfg: RunConfig, sampler: DistributedSampler[Any]) -> int:
+    batches = cfg.train.batch_size * cfg.train.grad_accum_steps
+    if len(sampler) < batches:
+        raise ValueError(
+            f"an epoch has {len(sampler)} samples per process, fewer than batch_size x grad_accum_steps = {batches}"
+        )
+    return len(sampler) // batches
+
+
+def _build_run(cfg: RunConfig, output_dir: Path, context: distributed.DistributedContext, stop: _StopRequest) -> _Run:
+    """Datasets, model, optimizer and schedule of a fresh run (seeded; nothing restored yet)."""
+    _seed_everything(cfg.train.seed + context.rank)
+    train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
+    val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
+    model = build_model(cfg.model).to(context.device)
+    optimizer = _build_optimizer(model, cfg.optim)
+    sampler = DistributedSampler(
+        train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=cfg.train.seed, drop_last=True
+    )
+    steps_per_epoch = _steps_per_epoch(cfg, sampler)
+    total_steps = steps_per_epoch * cfg.train.epochs
+    if cfg.train.max_steps is not None:
+        total_steps = min(total_steps, cfg.train.max_steps)
+    schedule = LearningRateSchedule(cfg.optim, total_steps=total_steps)
+    trained = model
+    if context.distributed:
+        ddp_ids = [context.device.index] if context.device.type == "cuda" else None
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=ddp_ids)
+    return _Run(
+        cfg=cfg, context=context, output_dir=output_dir, model=model, trained=trained, optimizer=optimizer,
+        schedule=schedule, scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=schedule),
+        scaler=torch.amp.GradScaler(context.device.type, enabled=cfg.train.precision == "fp16"),
+        train_set=train_set, val_set=val_set, sampler=sampler, max_tokens=max_tokens_for(cfg.data),
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps, stop=stop,
+        state=TrainState(loss_sum=torch.zeros((), dtype=torch.float64, device=context.device)),
+    )  # fmt: skip
+
+
+def _checkpoint(run: _Run) -> dict[str, Any]:
+    """The checkpoint dict (every rank takes part: the RNG states of all ranks are gathered)."""
+    return {
+        "config": config_to_dict(run.cfg),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        **run.state.state_dict(),
+        "world_size": run.context.world_size,
+        "rng": distributed.all_gather_object(capture_rng_state()),
+    }
+
+
+def _save(run: _Run, name: str) -> None:
+    """Write ``name`` (``last.pt`` or ``best.pt``) in the output folder; rank 0 writes, every rank gathers."""
+    payload = _checkpoint(run)
+    if run.context.is_main:
+        save_checkpoint(run.output_dir / name, payload)
+
+
+def _restore(run: _Run, checkpoint: dict[str, Any]) -> None:
+    """Continue from ``checkpoint`` (checked by :func:`_resume_state`)."""
+    run.model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.scheduler.load_state_dict(checkpoint["scheduler"])
+    run.schedule.total_steps = max(1, run.total_steps)  # this run's length wins over the stored one
+    run.scaler.load_state_dict(checkpoint["scaler"])
+    run.state.load_state_dict(checkpoint)
+    restore_rng_state(checkpoint["rng"][run.context.rank])  # _resume_state checked there is one per rank
+
+
+def _epoch_loader(run: _Run) -> DataLoader[Any]:
+    """This epoch's training batches, from where the epoch stands (the same order after a resume)."""
+    cfg, state = run.cfg, run.state
+    run.sampler.set_epoch(state.epoch)
+    return DataLoader(
+        run.train_set,
+        batch_size=cfg.train.batch_size,
+        sampler=_SkipSampler(run.sampler, state.epoch_batches * cfg.train.batch_size),
+        collate_fn=collate_referring,
+        num_workers=cfg.data.num_workers,
+        drop_last=True,
+        # its own generator: creating an iterator must not draw from the global RNG (exact resume)
+        generator=torch.Generator().manual_seed(cfg.train.seed + state.epoch),
+    )
+
+
+def _forward_backward(run: _Run, batch: ReferringBatch) -> torch.Tensor:
+    """Accumulate one batch's gradients (Eq. BCE loss on the predicted mask); return its detached loss."""
+    device, accumulation = run.context.device, run.cfg.train.grad_accum_steps
+    images, masks = batch.images.to(device), batch.masks.to(device)
+    text = {k: v.to(device) for k, v in run.model.tokenize(batch.expressions, run.max_tokens).items()}
+    boundary = (run.state.epoch_batches + 1) % accumulation == 0
+    # gradients are all-reduced across processes only on the batch that ends an optimizer step
+    sync = run.trained.no_sync() if run.context.distributed and not boundary else nullcontext()
+    with sync:
+        with autocast(device, run.cfg.train.precision):
+            logits = run.trained(images, text)
+        loss = segmentation_loss(logits, masks, dice_weight=run.cfg.train.dice_weight)
+        run.scaler.scale(loss / accumulation).backward()
+    return loss.detach()
+
+
+def _optimizer_step(run: _Run) -> None:
+    """Clip (if configured), step, and clear the accumulated gradients."""
+    clip = run.cfg.optim.grad_clip_norm
+    if clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+
+
+def _advance_schedule(run: _Run) -> None:
+    """Count the step and move the learning rate on (by step, or by the elapsed share of the time budget)."""
+    run.state.step += 1
+    run.schedule.time_fraction = run.state.train_seconds / _budget_seconds(run.cfg)
+    run.scheduler.step()
+
+
+def _budget_seconds(cfg: RunConfig) -> float:
+    return cfg.train.max_train_minutes * 60 if cfg.train.max_train_minutes else math.inf
+
+
+def _stop_reason(run: _Run) -> str | None:
+    """Why training stops after this step (``"signal"``, ``"max_steps"``, ``"time budget"``), agreed by all ranks."""
+    cfg, state, device = run.cfg, run.state, run.context.device
+    over_steps = cfg.train.max_steps is not None and state.step >= cfg.train.max_steps
+    stopping = run.stop.signal is not None or over_steps or state.train_seconds >= _budget_seconds(cfg)
+    if not distributed.all_reduce_flag(stopping, device=device):
+        return None
+    if distributed.all_reduce_flag(run.stop.signal is not None, device=device):
+        return "signal"
+    return "max_steps" if over_steps else "time budget"
+
+
+def _train_one_epoch(run: _Run) -> str | None:
+    """Train the rest of the current epoch; return why it stopped early, or ``None`` at its end."""
+    state, accumulation = run.state, run.cfg.train.grad_accum_steps
+    progress = _ProgressBar(run)
+    reason = None
+    tick = time.perf_counter()
+    for batch in itertools.islice(_epoch_loader(run), run.batches_per_epoch - state.epoch_batches):
+        loss = _forward_backward(run, batch)
+        state.epoch_batches += 1
+        state.loss_sum += loss
+        state.loss_count += 1
+        progress.add_loss(loss)
+        if state.epoch_batches % accumulation:
+            continue
+        _optimizer_step(run)
+        now = time.perf_counter()
+        state.train_seconds += now - tick
+        tick = now
+        _advance_schedule(run)
+        progress.show(run)
+        reason = _stop_reason(run)
+        if reason:
+            break
+    progress.close()
+    return reason
+
+
+def _validate(run: _Run) -> dict[str, Any]:
+    """Validation metrics; a new best overall IoU is saved as ``best.pt``."""
+    cfg = run.cfg
+    metrics = evaluate_model(
+        run.model, run.val_set, max_tokens=run.max_tokens,
+        batch_size=cfg.train.eval_batch_size or cfg.train.batch_size, precision=cfg.train.precision,
+    ).compute()  # fmt: skip
+    if run.state.best_metric is None or metrics["overall_iou"] > run.state.best_metric:
+        run.state.best_metric = float(metrics["overall_iou"])
+        _save(run, "best.pt")
+    return {f"val_{key}": value for key, value in metrics.items()}
+
+
+def _end_epoch(run: _Run, reason: str | None) -> tuple[dict[str, Any], str | None]:
+    """After an epoch (or a stop inside one): log record, validation, ``last.pt``; return the record and reason."""
+    cfg, state = run.cfg, run.state
+    epoch_done = state.epoch_batches >= run.batches_per_epoch
+    if epoch_done:
+        state.epoch, state.epoch_batches = state.epoch + 1, 0
+        if state.epoch >= cfg.train.epochs and not reason:
+            reason = "done"
+    record: dict[str, Any] = {
+        "epoch": state.epoch,
+        "step": state.step,
+        "train_loss": state.mean_loss(),
+        "train_seconds": round(state.train_seconds, 2),
+        **{f"lr_{group['name']}": group["lr"] for group in run.optimizer.param_groups},
+    }
+    if epoch_done:
+        state.loss_sum.zero_()
+        state.loss_count = 0
+    if reason or (epoch_done and state.epoch % cfg.train.eval_every_epochs == 0):
+        record.update(_validate(run))
+    _save(run, "last.pt")
+    if run.context.is_main:
+        _write_logs(run.output_dir, record, run.writer)
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items()
+                          if not k.startswith("lr")}))  # fmt: skip
+    return record, reason
+
+
+def _stop_on_signal(run: _Run) -> dict[str, Any]:
+    """Save ``last.pt`` where the run stands (before the epoch advances: resuming validates it) and stop."""
+    _save(run, "last.pt")
+    if run.context.is_main:
+        name = signal.Signals(run.stop.signal).name if run.stop.signal else "signal"
+        print(f"{name}: saved {run.output_dir / 'last.pt'} at step {run.state.step}; run the same command to resume")
+    return {"stopped": "signal", "step": run.state.step, "epoch": run.state.epoch}
+
+
+def _finish(run: _Run, reason: str) -> None:
+    """Curves, prediction gallery and the closing line (rank 0); then wait for every rank."""
+    if run.context.is_main:
+        records = [json.loads(line) for line in (run.output_dir / "metrics.jsonl").read_text().splitlines() if line]
+        if records:
+            save_training_curves(run.output_dir / "curves.png", records)
+        save_prediction_gallery(
+            run.output_dir / "gallery.png", run.model, run.val_set, max_tokens=run.max_tokens,
+            count=run.cfg.train.gallery_samples, precision=run.cfg.train.precision,
+        )  # fmt: skip
+        print(
+            f"finished ({reason}) after {run.state.train_seconds / 60:.1f} min of training, step {run.state.step}; "
+            f"best val oIoU {run.state.best_metric}"
+        )
+    if run.writer is not None:
+        run.writer.close()
+    distributed.barrier()
+
+
+def _announce(run: _Run) -> None:
+    """Write the resolved config and print what is trained where (rank 0)."""
+    if not run.context.is_main:
+        return
+    cfg, context = run.cfg, run.context
+    OmegaConf.save(OmegaConf.structured(cfg), run.output_dir / "config.yaml")
+    parameters = sum(p.numel() for p in run.model.parameters())
+    print(
+        f"DCMFNet ({cfg.model.backbone}, {parameters / 1e6:.2f}M parameters) on {context.device} "
+        f"x{context.world_size}; {len(run.train_set)} train / {len(run.val_set)} val samples; "
+        f"{run.steps_per_epoch} steps/epoch, {run.total_steps} steps"
+    )
+
+
 def train(cfg: RunConfig, output_dir: str | Path, *, resume: str = "auto") -> dict[str, Any]:
     """Run the training loop described by ``cfg``; return the last epoch's log record.
 
@@ -244,11 +566,10 @@ def train(cfg: RunConfig, output_dir: str | Path, *, resume: str = "auto") -> di
             it exists) or a checkpoint path.
     """
     context = distributed.setup(device=cfg.train.device)
-    output_dir = Path(output_dir)
     stop = _StopRequest()
     stop.install()
     try:
-        return _train(cfg, output_dir, resume, context, stop)
+        return _train(cfg, Path(output_dir), resume, context, stop)
     finally:
         stop.restore()
         distributed.cleanup()
@@ -257,222 +578,73 @@ def train(cfg: RunConfig, output_dir: str | Path, *, resume: str = "auto") -> di
 def _train(
     cfg: RunConfig, output_dir: Path, resume: str, context: distributed.DistributedContext, stop: _StopRequest
 ) -> dict[str, Any]:
-    device, is_main = context.device, context.is_main
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    if is_main:
+    if context.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
-    state = _resume_state(output_dir, resume, cfg, world_size=context.world_size)
-    _seed_everything(cfg.train.seed + context.rank)
+    checkpoint = _resume_state(output_dir, resume, cfg, world_size=context.world_size)
+    run = _build_run(cfg, output_dir, context, stop)
+    if checkpoint is not None:
+        _restore(run, checkpoint)
+        if context.is_main:
+            print(f"resuming at epoch {run.state.epoch}, step {run.state.step}, "
+                  f"batch {run.state.epoch_batches} of the epoch")  # fmt: skip
+    _announce(run)
+    run.writer = _tensorboard_writer(output_dir) if context.is_main else None
+    state, max_steps = run.state, cfg.train.max_steps
+    finished = state.epoch >= cfg.train.epochs or (max_steps is not None and state.step >= max_steps)
+    reason = "done" if finished else None
+    record: dict[str, Any] = {"epoch": state.epoch, "step": state.step}
+    run.model.train()
+    while reason is None:
+        reason = _train_one_epoch(run)
+        if reason == "signal":
+            return _stop_on_signal(run)
+        record, reason = _end_epoch(run, reason)
+    _finish(run, reason)
+    return {"stopped": reason, **record}
 
-    train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
-    val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
-    max_tokens = max_tokens_for(cfg.data)
-    model = build_model(cfg.model).to(device)
-    optimizer = _build_optimizer(model, cfg.optim)
-    sampler = DistributedSampler(
-        train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=cfg.train.seed, drop_last=True
-    )
-    accumulation = cfg.train.grad_accum_steps
-    steps_per_epoch = len(sampler) // cfg.train.batch_size // accumulation
-    # the batches an epoch trains on: trailing ones that would not end in an optimizer step are left out
-    batches_per_epoch = steps_per_epoch * accumulation
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"an epoch has {len(sampler)} samples per process, fewer than batch_size x grad_accum_steps = "
-            f"{cfg.train.batch_size * accumulation}"
-        )
-    total_steps = steps_per_epoch * cfg.train.epochs
-    if cfg.train.max_steps is not None:
-        total_steps = min(total_steps, cfg.train.max_steps)
-    schedule = LearningRateSchedule(cfg.optim, total_steps=total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=schedule)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
-    budget_seconds = cfg.train.max_train_minutes * 60 if cfg.train.max_train_minutes else math.inf
 
-    epoch, step, epoch_batches, train_seconds = 0, 0, 0, 0.0
-    best: float | None = None
-    # the epoch's training loss, summed on the device (no sync per batch), and its batch count
-    loss_sum, loss_count = torch.zeros((), dtype=torch.float64, device=device), 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        schedule.total_steps = max(1, total_steps)  # this run's length wins over the stored one
-        scaler.load_state_dict(state["scaler"])
-        epoch, step, epoch_batches = state["epoch"], state["step"], state["epoch_batches"]
-        train_seconds, best = state["train_seconds"], state["best_metric"]
-        restore_rng_state(state["rng"][context.rank])  # _resume_state checked there is one per rank
-        stored_sum, loss_count = state.get("epoch_loss", (0.0, 0))
-        loss_sum.fill_(stored_sum)
-        if is_main:
-            print(f"resuming at epoch {epoch}, step {step}, batch {epoch_batches} of the epoch")
-    if is_main:
-        OmegaConf.save(OmegaConf.structured(cfg), output_dir / "config.yaml")
-        parameters = sum(p.numel() for p in model.parameters())
-        print(
-            f"DCMFNet ({cfg.model.backbone}, {parameters / 1e6:.2f}M parameters) on {device} x{context.world_size}; "
-            f"{len(train_set)} train / {len(val_set)} val samples; {steps_per_epoch} steps/epoch, {total_steps} steps"
-        )
-    if context.distributed:
-        ddp_ids = [device.index] if device.type == "cuda" else None
-        trained: nn.Module = nn.parallel.DistributedDataParallel(model, device_ids=ddp_ids)
-    else:
-        trained = model
-    writer = _tensorboard_writer(output_dir) if is_main else None
+class _ProgressBar:
+    """The tqdm bar of an epoch (rank 0, ``train.progress_bar``): recent loss, learning rate, images/s."""
 
-    def checkpoint_state() -> dict[str, Any]:
-        rng = capture_rng_state()
-        rngs = [rng]
-        if context.distributed:
-            rngs = [None] * context.world_size  # type: ignore[list-item]
-            torch.distributed.all_gather_object(rngs, rng)
-        return {
-            "config": config_to_dict(cfg),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "epoch": epoch,
-            "step": step,
-            "epoch_batches": epoch_batches,
-            "train_seconds": train_seconds,
-            "best_metric": best,
-            "epoch_loss": (loss_sum.item(), loss_count),
-            "world_size": context.world_size,
-            "rng": rngs,
-        }
-
-    def save(name: str, payload: dict[str, Any]) -> None:
-        if is_main:
-            save_checkpoint(output_dir / name, payload)
-
-    record: dict[str, Any] = {"epoch": epoch, "step": step}
-    finished = epoch >= cfg.train.epochs or (cfg.train.max_steps is not None and step >= cfg.train.max_steps)
-    reason = "done" if finished else ""
-    model.train()
-    while not reason:
-        sampler.set_epoch(epoch)
-        loader = DataLoader(
-            train_set,
-            batch_size=cfg.train.batch_size,
-            sampler=_SkipSampler(sampler, epoch_batches * cfg.train.batch_size),
-            collate_fn=collate_referring,
-            num_workers=cfg.data.num_workers,
-            drop_last=True,
-            # its own generator: creating an iterator must not draw from the global RNG (exact resume)
-            generator=torch.Generator().manual_seed(cfg.train.seed + epoch),
-        )
-        progress: Any = None
-        if is_main and cfg.train.progress_bar:
+    def __init__(self, run: _Run) -> None:
+        cfg, state = run.cfg, run.state
+        self.bar: Any = None
+        if run.context.is_main and cfg.train.progress_bar:
             from tqdm import tqdm
 
-            progress = tqdm(
-                total=batches_per_epoch, initial=epoch_batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                unit="batch", dynamic_ncols=True, leave=True,
+            self.bar = tqdm(
+                total=run.batches_per_epoch, initial=state.epoch_batches, unit="batch", dynamic_ncols=True,
+                desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", leave=True,
             )  # fmt: skip
-        recent, recent_count = torch.zeros(50, dtype=loss_sum.dtype, device=device), 0  # the progress bar's losses
-        tick = time.perf_counter()
-        for batch in itertools.islice(loader, batches_per_epoch - epoch_batches):
-            images, masks = batch.images.to(device), batch.masks.to(device)
-            text = {k: v.to(device) for k, v in model.tokenize(batch.expressions, max_tokens).items()}
-            boundary = (epoch_batches + 1) % accumulation == 0
-            sync = trained.no_sync() if context.distributed and not boundary else nullcontext()
-            with sync:
-                with autocast(device, cfg.train.precision):
-                    logits = trained(images, text)
-                loss = segmentation_loss(logits, masks, dice_weight=cfg.train.dice_weight)
-                scaler.scale(loss / accumulation).backward()
-            epoch_batches += 1
-            loss_sum += loss.detach()
-            recent[recent_count % len(recent)] = loss.detach()
-            loss_count, recent_count = loss_count + 1, recent_count + 1
-            if boundary:
-                if cfg.optim.grad_clip_norm > 0:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                now = time.perf_counter()
-                train_seconds += now - tick
-                tick = now
-                step += 1
-                schedule.time_fraction = train_seconds / budget_seconds
-                scheduler.step()
-                if progress is not None:
-                    progress.update(accumulation)
-                    if step % cfg.train.log_every_steps == 0 or epoch_batches == batches_per_epoch:
-                        rate = progress.format_dict.get("rate") or 0.0
-                        progress.set_postfix(
-                            loss=f"{recent[: min(recent_count, len(recent))].mean().item():.4f}",
-                            lr=f"{optimizer.param_groups[-1]['lr']:.2e}",
-                            img_s=f"{rate * cfg.train.batch_size * context.world_size:.1f}",
-                            refresh=False,
-                        )
-                over_steps = cfg.train.max_steps is not None and step >= cfg.train.max_steps
-                stopping = stop.signal is not None or over_steps or train_seconds >= budget_seconds
-                if distributed.all_reduce_flag(stopping, device=device):
-                    reason = (
-                        "signal" if distributed.all_reduce_flag(stop.signal is not None, device=device)
-                        else "max_steps" if over_steps else "time budget"
-                    )  # fmt: skip
-                    break
-        if progress is not None:
-            progress.close()
-        epoch_done = epoch_batches >= batches_per_epoch
-        if reason == "signal":
-            # saved before the epoch advances, even after its last batch: resuming validates it
-            save("last.pt", checkpoint_state())
-            if is_main:
-                name = signal.Signals(stop.signal).name if stop.signal else "signal"
-                print(f"{name}: saved {output_dir / 'last.pt'} at step {step}; run the same command to resume")
-            return {"stopped": "signal", "step": step, "epoch": epoch}
-        if epoch_done:
-            epoch, epoch_batches = epoch + 1, 0
-            if epoch >= cfg.train.epochs and not reason:
-                reason = "done"
-        evaluate_now = bool(reason) or (epoch_done and epoch % cfg.train.eval_every_epochs == 0)
-        record = {
-            "epoch": epoch,
-            "step": step,
-            "train_loss": loss_sum.item() / loss_count if loss_count else float("nan"),
-            "train_seconds": round(train_seconds, 2),
-            **{f"lr_{group['name']}": group["lr"] for group in optimizer.param_groups},
-        }
-        if epoch_done:
-            loss_sum.zero_()
-            loss_count = 0
-        if evaluate_now:
-            metrics = evaluate_model(
-                model, val_set, max_tokens=max_tokens, batch_size=cfg.train.eval_batch_size or cfg.train.batch_size,
-                precision=cfg.train.precision,
-            ).compute()  # fmt: skip
-            record.update({f"val_{key}": value for key, value in metrics.items()})
-            if best is None or metrics["overall_iou"] > best:
-                best = float(metrics["overall_iou"])
-                save("best.pt", checkpoint_state())
-        payload = checkpoint_state()
-        save("last.pt", payload)
-        if is_main:
-            _write_logs(output_dir, record, writer)
-            shown = {
-                k: (round(v, 4) if isinstance(v, float) else v) for k, v in record.items() if not k.startswith("lr")
-            }
-            print(json.dumps(shown))
-    if is_main:
-        records = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines() if line]
-        if records:
-            save_training_curves(output_dir / "curves.png", records)
-        save_prediction_gallery(
-            output_dir / "gallery.png", model, val_set, max_tokens=max_tokens, count=cfg.train.gallery_samples,
-            precision=cfg.train.precision,
-        )  # fmt: skip
-        print(f"finished ({reason}) after {train_seconds / 60:.1f} min of training, step {step}; best val oIoU {best}")
-    if writer is not None:
-        writer.close()
-    distributed.barrier()
-    return {"stopped": reason, **record}
+        self.recent = torch.zeros(50, dtype=torch.float64, device=run.context.device)  # the last losses, on device
+        self.count = 0
+
+    def add_loss(self, loss: torch.Tensor) -> None:
+        """Remember a batch's loss (no host sync)."""
+        self.recent[self.count % len(self.recent)] = loss
+        self.count += 1
+
+    def show(self, run: _Run) -> None:
+        """Advance by one optimizer step; refresh the numbers every ``train.log_every_steps`` steps."""
+        if self.bar is None:
+            return
+        cfg, state = run.cfg, run.state
+        self.bar.update(cfg.train.grad_accum_steps)
+        if state.step % cfg.train.log_every_steps == 0 or state.epoch_batches == run.batches_per_epoch:
+            rate = self.bar.format_dict.get("rate") or 0.0
+            self.bar.set_postfix(
+                loss=f"{self.recent[: min(self.count, len(self.recent))].mean().item():.4f}",
+                lr=f"{run.optimizer.param_groups[-1]['lr']:.2e}",
+                img_s=f"{rate * cfg.train.batch_size * run.context.world_size:.1f}",
+                refresh=False,
+            )
+
+    def close(self) -> None:
+        """Close the bar."""
+        if self.bar is not None:
+            self.bar.close()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

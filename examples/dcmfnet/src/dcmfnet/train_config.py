@@ -29,6 +29,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from dcmfnet.config import ModelConfig
 from dcmfnet.configs import resolve_config
 from dcmfnet.data.config import DataConfig, SyntheticDataConfig
+from dcmfnet.precision import PRECISIONS
 
 __all__ = [
     "ConfigError",
@@ -43,7 +44,6 @@ __all__ = [
 ]
 
 DATASETS = ("synthetic", "refcoco", "refcoco+", "refcocog", "refclef")
-PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("constant", "poly", "cosine")
 
 
