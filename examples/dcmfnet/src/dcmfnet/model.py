@@ -23,16 +23,22 @@ disabled IGF becomes :class:`~dcmfnet.blocks.NoFusion`), so
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, NamedTuple, overload
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 import torch
+from huggingface_hub import ModelHubMixin
 from torch import Tensor, nn
 
 from dcmfnet.backbones import VisionBackbone
 from dcmfnet.blocks import ConvBN, resize_to
 from dcmfnet.text_encoders import TextEncoder
 from igf import IGFOutput, IterativeGatedFusion
+
+if TYPE_CHECKING:
+    from dcmfnet.pretrained import PretrainedConfig
 
 __all__ = ["FUSION_SITES", "DCMFNet", "DCMFNetOutput"]
 
@@ -79,7 +85,13 @@ class DCMFNetOutput(NamedTuple):
         return {"LGVE-1": self.e4, "LGVE-2": self.e_enc, "MLFF": self.e_dec}
 
 
-class DCMFNet(nn.Module):
+class DCMFNet(
+    nn.Module,
+    ModelHubMixin,
+    library_name="dcmfnet",
+    pipeline_tag="image-segmentation",
+    tags=["referring-image-segmentation", "igf"],
+):
     """Deep Cross-Modal Fusion Network (paper Fig. 2).
 
     Args:
@@ -117,7 +129,13 @@ class DCMFNet(nn.Module):
         TypeError: Images not a floating-point tensor, text not a mapping of integer tensors.
         ValueError: Images not ``(B, 3, H, W)``, a spatial size that is not a multiple of
             ``backbone.size_multiple``, text of another batch size or shape.
+
+    Saving and loading (huggingface_hub's ``ModelHubMixin``): :meth:`save_pretrained` writes a
+    folder that :meth:`from_pretrained` rebuilds offline (see :mod:`dcmfnet.pretrained`).
     """
+
+    pretrained_config: PretrainedConfig | None = None
+    """Input size, token budget and architecture: set by :meth:`from_pretrained`, needed by :meth:`save_pretrained`."""
 
     def __init__(
         self,
@@ -212,6 +230,58 @@ class DCMFNet(nn.Module):
             ``{"input_ids": (B, max_length) long, "attention_mask": (B, max_length) long}``.
         """
         return self.text_encoder.tokenize(texts, max_length)
+
+    def save_pretrained(  # type: ignore[override]
+        self, save_directory: str | os.PathLike[str], *, config: PretrainedConfig | None = None, **options: Any
+    ) -> str | None:
+        """Write ``config.json``, ``model.safetensors`` (and a Hugging Face tokenizer) into ``save_directory``.
+
+        Args:
+            save_directory: The folder (created).
+            config: Architecture, input size and token budget; default: :attr:`pretrained_config`.
+            options: Passed to ``ModelHubMixin.save_pretrained`` (``push_to_hub``, ``repo_id`` …).
+
+        Raises:
+            ValueError: No config given and none remembered.
+        """
+        from dcmfnet.pretrained import PretrainedConfig
+
+        if isinstance(config, PretrainedConfig):  # push_to_hub passes the mixin's own dict: ignored
+            self.pretrained_config = config
+        if self.pretrained_config is None:
+            raise ValueError("save_pretrained needs config=PretrainedConfig(model=..., image_size=..., max_tokens=...)")
+        return super().save_pretrained(save_directory, **options)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from dcmfnet.pretrained import write_pretrained
+
+        assert self.pretrained_config is not None
+        write_pretrained(self, save_directory, self.pretrained_config)
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike[str],
+        *,
+        map_location: str | torch.device = "cpu",
+        **hub_options: Any,
+    ) -> DCMFNet:
+        """Rebuild a model from a folder written by :meth:`save_pretrained` (or ``dcmfnet export``), offline.
+
+        Every file's sha256 is checked first. A hub repository id ``owner/name`` is downloaded with
+        ``huggingface_hub`` where the network allows (``hub_options``: ``revision``, ``token`` …).
+
+        Returns:
+            The model in eval mode, with :attr:`pretrained_config` set.
+
+        Raises:
+            FileNotFoundError: No such folder or repository.
+            dcmfnet.pretrained.PretrainedError: A damaged, edited or missing file (named in the message).
+        """
+        from dcmfnet.pretrained import load_pretrained, pretrained_directory
+
+        directory = pretrained_directory(pretrained_model_name_or_path, **hub_options)
+        return load_pretrained(directory, map_location=map_location)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters split for the paper's two learning rates.

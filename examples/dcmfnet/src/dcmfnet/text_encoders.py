@@ -115,6 +115,21 @@ class TextEncoder(nn.Module):
         """
         raise NotImplementedError
 
+    def token_warnings(self, texts: Sequence[str], max_length: int) -> list[tuple[str, ...]]:
+        """What :meth:`tokenize` would lose of each expression, as sentences for the user.
+
+        Tokenizing itself stays silent (training reads thousands of expressions); inference calls
+        this to say which words were cut by the token budget or are unknown to the encoder.
+
+        Args:
+            texts: ``B`` strings.
+            max_length: Tokens per expression, as given to :meth:`tokenize`.
+
+        Returns:
+            ``B`` tuples of warnings (empty when nothing is lost).
+        """
+        return [() for _ in _check_texts(texts, max_length, minimum=1)]
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Encodes tokenized expressions.
 
@@ -131,6 +146,16 @@ class TextEncoder(nn.Module):
     def encode_tokens(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Token features ``(B, T, out_channels)``."""
         raise NotImplementedError
+
+
+def _words(text: str) -> list[str]:
+    """The word encoder's words: lowercase runs of letters and digits."""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _dropped_warning(text: str, length: int, budget: int, max_length: int, dropped: str) -> str:
+    """The warning for an expression cut by the token budget."""
+    return f'"{text}" has {length} tokens but max_tokens={max_length} leaves room for {budget}; dropped: "{dropped}"'
 
 
 def _check_texts(texts: Sequence[str], max_length: int, *, minimum: int) -> list[str]:
@@ -204,6 +229,22 @@ class HFTextEncoder(TextEncoder):
             texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
         )
         return {"input_ids": encoded["input_ids"].long(), "attention_mask": encoded["attention_mask"].long()}
+
+    def token_warnings(self, texts: Sequence[str], max_length: int) -> list[tuple[str, ...]]:
+        texts = _check_texts(texts, max_length, minimum=2)
+        if self.tokenizer is None:
+            raise RuntimeError("this HFTextEncoder was built without a tokenizer")
+        budget = max_length - self.tokenizer.num_special_tokens_to_add(pair=False)
+        warnings = []
+        for text in texts:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            notes = []
+            if ids and all(token == self.tokenizer.unk_token_id for token in ids):
+                notes.append(f'no word of "{text}" is known to the text encoder\'s tokenizer (all tokens unknown)')
+            if len(ids) > budget:
+                notes.append(_dropped_warning(text, len(ids), budget, max_length, self.tokenizer.decode(ids[budget:])))
+            warnings.append(tuple(notes))
+        return warnings
 
     def encode_tokens(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -290,10 +331,30 @@ class WordTextEncoder(TextEncoder):
             raise ValueError(f"max_length {max_length} exceeds the word encoder's max_positions {self.max_positions}")
         input_ids = torch.full((len(texts), max_length), self.PAD, dtype=torch.long)
         for row, text in enumerate(texts):
-            ids = [self.CLS] + [self.vocabulary.get(word, self.UNK) for word in re.findall(r"[a-z0-9]+", text.lower())]
+            ids = [self.CLS] + [self.vocabulary.get(word, self.UNK) for word in _words(text)]
             ids = ids[:max_length]
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return {"input_ids": input_ids, "attention_mask": (input_ids != self.PAD).long()}
+
+    def token_warnings(self, texts: Sequence[str], max_length: int) -> list[tuple[str, ...]]:
+        texts = _check_texts(texts, max_length, minimum=1)
+        warnings = []
+        for text in texts:
+            words = _words(text)
+            unknown = [word for word in words if word not in self.vocabulary]
+            notes = []
+            if words and len(unknown) == len(words):
+                notes.append(
+                    f'no word of "{text}" is in the word encoder\'s vocabulary of '
+                    f"{len(self.vocabulary) - len(self.SPECIAL_TOKENS)} words: the model reads only [UNK] tokens"
+                )
+            elif unknown:
+                notes.append(f"words the word encoder does not know, read as [UNK]: {', '.join(unknown)}")
+            budget = max_length - 1  # [CLS] takes one token
+            if len(words) > budget:
+                notes.append(_dropped_warning(text, len(words), budget, max_length, " ".join(words[budget:])))
+            warnings.append(tuple(notes))
+        return warnings
 
     def encode_tokens(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         length = input_ids.shape[1]
