@@ -29,6 +29,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from dcmfnet.config import ModelConfig
 from dcmfnet.configs import resolve_config
 from dcmfnet.data.config import DataConfig, SyntheticDataConfig
+from dcmfnet.data.expressions import KINDS as BENCHMARK_KINDS
 from dcmfnet.precision import PRECISIONS
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
     "run_config_from_dict",
 ]
 
-DATASETS = ("synthetic", "refcoco", "refcoco+", "refcocog", "refclef")
+DATASETS = ("synthetic", *BENCHMARK_KINDS, "refcoco", "refcoco+", "refcocog", "refclef")
 SCHEDULES = ("constant", "poly", "cosine")
 
 

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from dcmfnet.data.base import ReferringDataset
+from dcmfnet.data.benchmark import BenchmarkReferring
 from dcmfnet.data.config import DataConfig
+from dcmfnet.data.expressions import KINDS
 from dcmfnet.data.refer import MAX_TOKENS, ReferDataset
 from dcmfnet.data.synthetic import SyntheticReferring
 from dcmfnet.data.transforms import ReferringTransform
 
-__all__ = ["SYNTHETIC_MAX_TOKENS", "build_dataset", "max_tokens_for"]
+__all__ = ["BENCHMARK_MAX_TOKENS", "SYNTHETIC_MAX_TOKENS", "build_dataset", "max_tokens_for"]
 
 #: Longest synthetic expression ("the small red circle on the left", 7 words) plus room for special tokens.
 SYNTHETIC_MAX_TOKENS = 12
+#: Longest benchmark expression ("the small purple triangle to the left of the big cyan diamond", 12 words) + room.
+BENCHMARK_MAX_TOKENS = 16
 
 
 def max_tokens_for(cfg: DataConfig) -> int:
     """The expression length in tokens: ``cfg.max_tokens`` or the dataset's (15; 20 for G-Ref)."""
     if cfg.max_tokens is not None:
         return cfg.max_tokens
+    if cfg.dataset in KINDS:
+        return BENCHMARK_MAX_TOKENS
     return SYNTHETIC_MAX_TOKENS if cfg.dataset == "synthetic" else MAX_TOKENS[cfg.dataset]
 
 
@@ -32,6 +38,8 @@ def build_dataset(cfg: DataConfig, split: str, *, train: bool) -> ReferringDatas
     """
     transform = ReferringTransform(size=cfg.image_size, hflip_probability=cfg.hflip_probability if train else 0.0)
     limit = cfg.max_train_samples if train else cfg.max_val_samples
+    if cfg.dataset in KINDS:
+        return _benchmark(cfg, split, limit, transform)
     if cfg.dataset == "synthetic":
         syn = cfg.synthetic
         sizes = {"train": syn.train_samples, "val": syn.val_samples, "test": syn.test_samples}
@@ -57,4 +65,25 @@ def build_dataset(cfg: DataConfig, split: str, *, train: bool) -> ReferringDatas
         image_dir=cfg.image_dir,
         transform=transform,
         max_samples=limit,
+    )
+
+
+def _benchmark(cfg: DataConfig, split: str, limit: int | None, transform: ReferringTransform) -> BenchmarkReferring:
+    """One kind of the built-in benchmark (``cfg.dataset``) with the options of ``cfg.benchmark``."""
+    options = cfg.benchmark
+    sizes = {"train": options.train_samples, "val": options.val_samples, "test": options.test_samples}
+    if split not in sizes:
+        raise ValueError(f"unknown split {split!r}; the benchmark has splits {sorted(sizes)}")
+    return BenchmarkReferring(
+        kind=cfg.dataset,
+        split=split,
+        num_samples=sizes[split] if limit is None else min(sizes[split], limit),
+        seed=options.seed,
+        transform=transform,
+        image_size=cfg.image_size,
+        min_objects=options.min_objects,
+        max_objects=options.max_objects,
+        occlusion_probability=options.occlusion_probability,
+        max_overlap=options.max_overlap,
+        clutter=options.clutter,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["DataConfig", "SyntheticDataConfig"]
+__all__ = ["BenchmarkDataConfig", "DataConfig", "SyntheticDataConfig"]
 
 
 @dataclass
@@ -23,6 +23,22 @@ class SyntheticDataConfig:
     max_objects: int = 5
     size_probability: float = 0.2
     position_probability: float = 0.2
+
+
+@dataclass
+class BenchmarkDataConfig:
+    """The built-in benchmark (:mod:`dcmfnet.data.benchmark`): ``dataset`` ``refcoco_like``,
+    ``refcocoplus_like`` or ``refcocog_like``."""
+
+    train_samples: int = 8000
+    val_samples: int = 500
+    test_samples: int = 500
+    seed: int = 0
+    min_objects: int = 4
+    max_objects: int = 9
+    occlusion_probability: float = 0.5
+    max_overlap: float = 0.35
+    clutter: int = 6
 
 
 @dataclass
@@ -47,3 +63,4 @@ class DataConfig:
     max_train_samples: int | None = None
     max_val_samples: int | None = None
     synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
+    benchmark: BenchmarkDataConfig = field(default_factory=BenchmarkDataConfig)
