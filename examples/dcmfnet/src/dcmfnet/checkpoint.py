@@ -7,11 +7,18 @@ epoch, training seconds), the best validation metric and every rank's RNG states
 
 Writing goes to a temporary file in the same folder, is flushed to disk and then moved over the
 target with :func:`os.replace`, which is atomic: a crash while saving leaves the previous good
-file untouched. Loading uses ``weights_only=True`` (no arbitrary code from the file).
+file untouched, and the temporary file it leaves (``.last.pt.<random>.tmp``) is removed by
+:func:`remove_orphaned_temporaries` when the next run starts.
+
+Loading uses ``weights_only=True`` (no code from the file runs), and every checkpoint carries a
+SHA-256 digest of its content (every tensor's dtype, shape and bytes, every key and value),
+recomputed on every load: a changed byte that still decodes is refused, not trained or
+evaluated on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import tempfile
@@ -27,7 +34,9 @@ __all__ = [
     "CheckpointError",
     "capture_rng_state",
     "config_differences",
+    "content_digest",
     "load_checkpoint",
+    "remove_orphaned_temporaries",
     "restore_rng_state",
     "save_checkpoint",
 ]
@@ -44,14 +53,16 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
 
     Args:
         path: destination file; its folder is created if needed.
-        state: the checkpoint dict; a ``"format"`` key is added.
+        state: the checkpoint dict; ``"format"`` and ``"sha256"`` (:func:`content_digest`) keys are added
+            (replacing any of those names in ``state``).
 
     Returns:
         the path written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, **state}
+    payload = {"format": CHECKPOINT_FORMAT, **{k: v for k, v in state.items() if k not in ("format", "sha256")}}
+    payload["sha256"] = content_digest(payload)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
@@ -70,7 +81,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
-        CheckpointError: the file is missing, truncated/corrupt, or not a checkpoint of this format.
+        CheckpointError: the file is missing, truncated, not a checkpoint of this format, or its content
+            does not match its digest (the message names the file).
     """
     path = Path(path)
     if not path.is_file():
@@ -85,10 +97,59 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path} is not a DCMFNet checkpoint of format {CHECKPOINT_FORMAT!r} (found {found!r})")
+    stored = state.pop("sha256", None)
+    if stored is None:
+        raise CheckpointError(f"checkpoint {path} carries no content digest (written by an older version); "
+                              "it cannot be checked, so it is not used")  # fmt: skip
+    if stored != content_digest(state):
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: its content does not match the SHA-256 digest saved with it "
+            "(bytes changed on disk or in transfer); use another copy or an earlier checkpoint"
+        )
     missing = [key for key in ("config", "model") if key not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}")
     return state
+
+
+def content_digest(state: Mapping[str, Any]) -> str:
+    """SHA-256 hex digest of a checkpoint dict's content: keys, values, tensors' dtypes, shapes and bytes.
+
+    Raises:
+        TypeError: a value is not a tensor, a number, a string, ``None`` or a dict/list/tuple of those.
+    """
+    hasher = hashlib.sha256()
+    _feed(hasher, state)
+    return hasher.hexdigest()
+
+
+def _feed(hasher: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        hasher.update(f"T{tensor.dtype}{tuple(tensor.shape)}:".encode())
+        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, Mapping):
+        hasher.update(f"d{len(value)}:".encode())
+        for key, item in value.items():
+            _feed(hasher, key)
+            _feed(hasher, item)
+    elif isinstance(value, (list, tuple)):
+        hasher.update(f"{'l' if isinstance(value, list) else 't'}{len(value)}:".encode())
+        for item in value:
+            _feed(hasher, item)
+    elif value is None or isinstance(value, (bool, int, float, str)):
+        text = repr(value)
+        hasher.update(f"{type(value).__name__}{len(text)}:{text}".encode())
+    else:
+        raise TypeError(f"a checkpoint holds tensors, numbers, strings and containers; got {type(value).__name__}")
+
+
+def remove_orphaned_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files a killed :func:`save_checkpoint` left in ``folder``; return them."""
+    orphans = sorted(Path(folder).glob(".*.pt.*.tmp"))
+    for orphan in orphans:
+        orphan.unlink(missing_ok=True)
+    return orphans
 
 
 def config_differences(expected: Any, found: Any, *, prefix: str = "") -> list[str]:

@@ -48,6 +48,7 @@ from dcmfnet.checkpoint import (
     capture_rng_state,
     config_differences,
     load_checkpoint,
+    remove_orphaned_temporaries,
     restore_rng_state,
     save_checkpoint,
 )
@@ -397,7 +398,7 @@ def _epoch_loader(run: _Run) -> DataLoader[Any]:
 
 
 def _forward_backward(run: _Run, batch: ReferringBatch) -> torch.Tensor:
-    """Accumulate one batch's gradients (Eq. BCE loss on the predicted mask); return its detached loss."""
+    """Accumulate one batch's gradients of the sigmoid BCE loss (paper §4.1); return its detached loss."""
     device, accumulation = run.context.device, run.cfg.train.grad_accum_steps
     images, masks = batch.images.to(device), batch.masks.to(device)
     text = {k: v.to(device) for k, v in run.model.tokenize(batch.expressions, run.max_tokens).items()}
@@ -582,6 +583,8 @@ def _train(
         torch.set_num_threads(cfg.train.num_threads)
     if context.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
+        for orphan in remove_orphaned_temporaries(output_dir):
+            print(f"removed {orphan}, left by a save that did not finish")
     checkpoint = _resume_state(output_dir, resume, cfg, world_size=context.world_size)
     run = _build_run(cfg, output_dir, context, stop)
     if checkpoint is not None:
