@@ -28,7 +28,10 @@ COMMANDS = {
     "train": "dcmfnet.train",
     "evaluate": "dcmfnet.evaluate",
     "predict": "dcmfnet.predict",
+    "export": "dcmfnet.export",
     "stats": "dcmfnet.model_stats",
+    "demo": "dcmfnet.demo_command",
+    "ablate": "dcmfnet.ablations.command",
 }
 
 

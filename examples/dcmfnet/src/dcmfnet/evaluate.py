@@ -3,10 +3,12 @@
 Usage::
 
     dcmfnet evaluate --checkpoint runs/cpu/best.pt --output-json runs/cpu/val.json
+    dcmfnet evaluate --model model --output-json val.json     # a folder written by `dcmfnet export`
     dcmfnet evaluate --checkpoint runs/cpu/best.pt --shuffle-expressions \\
         --output-json runs/cpu/val_shuffled.json
 
-The model is rebuilt from the config stored in the checkpoint. Predictions are resized to each
+The model is rebuilt from the config stored in the checkpoint (or the exported folder, whose
+``config.json`` keeps the run's data section). Predictions are resized to each
 image's original size and scored there (SPEC §3). ``--shuffle-expressions`` gives every sample
 another sample's expression: the drop in IoU measures how much the model reads the language.
 A gallery PNG of predictions is written beside the JSON. Works under ``torchrun`` too: each rank
@@ -29,18 +31,21 @@ from torch.utils.data import DataLoader, Dataset
 
 from dcmfnet import distributed
 from dcmfnet.checkpoint import load_checkpoint
-from dcmfnet.command_line import run_command
+from dcmfnet.command_line import InputError, run_command
 from dcmfnet.config import build_model
 from dcmfnet.data.base import ReferringDataset, ShuffledExpressions, collate_referring
 from dcmfnet.data.build import build_dataset, max_tokens_for
 from dcmfnet.metrics import ReferringMetrics, masks_from_logits
+from dcmfnet.model import DCMFNet
 from dcmfnet.precision import autocast
 from dcmfnet.train_config import RunConfig, run_config_from_dict
 from dcmfnet.visualize import save_gallery
 
 __all__ = [
+    "add_model_arguments",
     "evaluate_model",
     "load_model_from_checkpoint",
+    "load_model_from_folder",
     "main",
     "predict_masks",
     "save_prediction_gallery",
@@ -176,9 +181,35 @@ def load_model_from_checkpoint(
     return model, cfg, state
 
 
+def load_model_from_folder(
+    path: str | Path, *, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, RunConfig, dict[str, Any]]:
+    """Load an exported model folder with the training run's config kept in its ``config.json``.
+
+    Returns:
+        ``(model, run config, {})``, like :func:`load_model_from_checkpoint`.
+
+    Raises:
+        InputError: The folder keeps no run config (saved without one): evaluate its checkpoint instead.
+    """
+    model = DCMFNet.from_pretrained(path, map_location=device)
+    config = model.pretrained_config
+    if config is None or config.run is None:
+        raise InputError(f"{path} keeps no training run config, so its dataset is unknown; evaluate its checkpoint")
+    cfg = run_config_from_dict({**config.run, "model": config.model.to_dict()}, source=f"{path}/config.json")
+    return model, cfg, {}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model DIR`` or ``--checkpoint FILE`` (exactly one), for the commands that load a model."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", default=None, help="exported model folder (written by `dcmfnet export`)")
+    source.add_argument("--checkpoint", default=None, help="training checkpoint file (best.pt or last.pt)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``evaluate`` subcommand's arguments."""
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file (best.pt or last.pt)")
+    add_model_arguments(parser)
     parser.add_argument("--split", default=None, help="split to score (default: the run's validation split)")
     parser.add_argument("--shuffle-expressions", action="store_true", help="give each sample another's expression")
     parser.add_argument("--output-json", required=True, help="where to write the metrics")
@@ -199,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate with the parsed arguments; returns the exit status."""
     context = distributed.setup(device=args.device)
     try:
-        model, cfg, state = load_model_from_checkpoint(args.checkpoint, device=context.device)
+        load = load_model_from_folder if args.model is not None else load_model_from_checkpoint
+        model, cfg, state = load(args.model or args.checkpoint, device=context.device)
         if args.data_root is not None:
             cfg.data.root = args.data_root
         cfg.data.max_val_samples = args.max_samples
@@ -221,7 +253,8 @@ def run(args: argparse.Namespace) -> int:
             **metrics,
             "split": split,
             "shuffle_expressions": args.shuffle_expressions,
-            "checkpoint": str(args.checkpoint),
+            "checkpoint": args.checkpoint,
+            "model": args.model,
             "epoch": state.get("epoch"),
             "step": state.get("step"),
             "resolution": "original image size",

@@ -29,7 +29,9 @@ from PIL import Image
 
 from dcmfnet.blocks import resize_to
 from dcmfnet.command_line import InputError
+from dcmfnet.data.build import max_tokens_for
 from dcmfnet.data.transforms import ReferringTransform
+from dcmfnet.evaluate import load_model_from_checkpoint
 from dcmfnet.images import BACKGROUND, DEFAULT_MAX_PIXELS, image_from_array, image_from_pil, read_image
 from dcmfnet.metrics import masks_from_logits
 from dcmfnet.model import DCMFNet
@@ -126,9 +128,6 @@ class Segmenter:
         cls, path: str | os.PathLike[str], *, device: str | torch.device = "cpu", **options: Any
     ) -> Segmenter:
         """Load a training checkpoint (``best.pt``, ``last.pt``); ``options`` go to the constructor."""
-        from dcmfnet.data.build import max_tokens_for
-        from dcmfnet.evaluate import load_model_from_checkpoint
-
         model, cfg, _ = load_model_from_checkpoint(Path(path))
         settings = {
             "image_size": cfg.data.image_size,

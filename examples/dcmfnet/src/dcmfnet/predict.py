@@ -25,18 +25,12 @@ import numpy as np
 from PIL import Image
 
 from dcmfnet.command_line import run_command
+from dcmfnet.evaluate import add_model_arguments
 from dcmfnet.images import DEFAULT_MAX_PIXELS
 from dcmfnet.inference import Segmenter
 from dcmfnet.visualize import overlay_mask, save_feature_maps
 
-__all__ = ["add_model_arguments", "load_segmenter", "main"]
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model DIR`` or ``--checkpoint FILE`` (one of them, required), shared by the commands that load a model."""
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", default=None, help="exported model folder (written by `dcmfnet export`)")
-    source.add_argument("--checkpoint", default=None, help="training checkpoint file (best.pt or last.pt)")
+__all__ = ["load_segmenter", "main"]
 
 
 def load_segmenter(args: argparse.Namespace, **options: object) -> Segmenter:
