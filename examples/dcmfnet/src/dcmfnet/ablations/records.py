@@ -1,0 +1,65 @@
+"""``runs.jsonl``: one JSON record per finished ablation run, appended as runs finish.
+
+A record holds what identifies the run (``run_id``, ``row``, ``table``, ``seed``, the overrides,
+``steps``, ``config``, ``dataset``) and what it measured (``metrics`` per split with the SPEC §3
+keys, ``parameters``, ``steps_per_second``, ``train_seconds``, ``wall_seconds``, ``commit``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dcmfnet.command_line import InputError
+
+__all__ = ["RUNS_FILE", "SETTINGS", "append_record", "check_same_settings", "read_records"]
+
+RUNS_FILE = "runs.jsonl"
+#: Record fields that every run of one output folder shares (runs are compared at equal settings).
+SETTINGS = ("config", "dataset", "steps", "global_overrides", "eval_splits")
+
+
+def read_records(output_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of ``output_dir/runs.jsonl`` in file order (none when the file does not exist).
+
+    Raises:
+        InputError: A line is not a JSON object with a ``run_id``.
+    """
+    path = Path(output_dir) / RUNS_FILE
+    if not path.exists():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path} line {number} is not JSON ({error.msg})") from None
+        if not isinstance(record, dict) or "run_id" not in record:
+            raise InputError(f"{path} line {number}: expected a JSON object with a run_id, got {line[:80]!r}")
+        records.append(record)
+    return records
+
+
+def append_record(output_dir: str | Path, record: dict[str, Any]) -> None:
+    """Append ``record`` as one line of ``output_dir/runs.jsonl``."""
+    with (Path(output_dir) / RUNS_FILE).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def check_same_settings(records: list[dict[str, Any]], settings: dict[str, Any], where: str | Path) -> None:
+    """Refuse to mix runs of other settings (config, steps, overrides …) into one output folder.
+
+    Raises:
+        InputError: A record's setting differs from ``settings``; the message names both values.
+    """
+    for record in records:
+        for name in SETTINGS:
+            if name in settings and record.get(name) != settings[name]:
+                raise InputError(
+                    f"{where} holds run {record['run_id']} with {name}={record.get(name)!r}, but this command has "
+                    f"{name}={settings[name]!r}; runs of one folder are compared at equal settings: "
+                    "use another --output-dir"
+                )

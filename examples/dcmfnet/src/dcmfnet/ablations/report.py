@@ -1,0 +1,224 @@
+"""Markdown tables and plots of the ablation runs, beside the paper's numbers (SPEC §5).
+
+Per paper table, ``tableN.md`` has per row the mean ± 95% CI over seeds of every metric on the
+main split (the first evaluated, ``val``), the paper's value beside it, the paired difference to
+the full model with its CI, and the verdict; the other splits get the overall IoU and its
+verdict; the table's resolution is the CI half-width of the full model's overall IoU.
+``tableN.png`` plots overall IoU per row (against L in Table 4, against the parameter count in
+Table 6) and the paired differences beside the paper's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dcmfnet.ablations.records import SETTINGS, read_records
+from dcmfnet.ablations.runner import METRIC_KEYS
+from dcmfnet.ablations.statistics import Interval, mean_interval, paired_difference, verdict
+from dcmfnet.ablations.tables import FULL_KEY, TABLES, Row, Table
+from dcmfnet.command_line import InputError
+
+__all__ = ["RowResult", "summarize", "table_markdown", "write_reports"]
+
+_NAMES = {"overall_iou": "overall IoU", "mean_iou": "mean IoU", **{f"precision@{t}": f"Prec@{t}" for t in
+          ("0.5", "0.6", "0.7", "0.8", "0.9")}}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """One row's runs, summarised.
+
+    Attributes:
+        row: The table row.
+        seeds: The seeds recorded for it.
+        parameters: Its parameter count (None without runs).
+        metrics: Split → metric → mean and CI over seeds (fractions, not percent).
+        differences: Split → paired difference of overall IoU to the full model (None for the full model).
+    """
+
+    row: Row
+    seeds: tuple[int, ...]
+    parameters: int | None
+    metrics: dict[str, dict[str, Interval]]
+    differences: dict[str, Interval | None]
+
+
+def summarize(table: Table, records: Sequence[dict[str, Any]], splits: Sequence[str]) -> list[RowResult]:
+    """The results of every row of ``table`` (rows without a record included, empty)."""
+    by_row: dict[str, dict[int, dict[str, Any]]] = {}
+    for record in records:
+        by_row.setdefault(record["row"], {})[int(record["seed"])] = record
+    full = by_row.get(FULL_KEY, {})
+    results = []
+    for row in table.rows:
+        runs = by_row.get(row.key, {})
+        metrics = {
+            split: {key: mean_interval([run["metrics"][split][key] for run in runs.values()]) for key in METRIC_KEYS}
+            for split in splits
+            if runs
+        }
+        differences = {
+            split: None if row.is_full else paired_difference(
+                {seed: run["metrics"][split]["overall_iou"] for seed, run in runs.items()},
+                {seed: run["metrics"][split]["overall_iou"] for seed, run in full.items()},
+            )
+            for split in splits
+        }  # fmt: skip
+        parameters = next((run.get("parameters") for run in runs.values()), None)
+        results.append(RowResult(row, tuple(sorted(runs)), parameters, metrics, differences))
+    return results
+
+
+def _percent(interval: Interval | None, *, signed: bool = False) -> str:
+    if interval is None:
+        return "—"
+    sign = "+" if signed else ""
+    text = f"{100 * interval.mean:{sign}.2f}"
+    return text if interval.half_width is None else f"{text} ± {100 * interval.half_width:.2f}"
+
+
+def _paper_difference(table: Table, row: Row) -> float | None:
+    full = next(r for r in table.rows if r.is_full)
+    if row.is_full or "overall_iou" not in row.paper:
+        return None
+    return round(row.paper["overall_iou"] - full.paper["overall_iou"], 2)
+
+
+def _header(table: Table, records: Sequence[dict[str, Any]], results: list[RowResult], main: str) -> list[str]:
+    first = records[0]
+    seeds = sorted({int(record["seed"]) for record in records})
+    commits = sorted({str(record.get("commit")) for record in records})
+    overrides = " ".join(f"`{item}`" for item in first["global_overrides"]) or "none"
+    full = next(result for result in results if result.row.is_full)
+    full_interval = full.metrics.get(main, {}).get("overall_iou")
+    if full_interval is None:
+        resolution = "no run of the full model yet."
+    elif full_interval.half_width is None:
+        resolution = f"the full model's {main} overall IoU is {_percent(full_interval)} (one seed: no CI yet)."
+    else:
+        resolution = (
+            f"the full model's {main} overall IoU is {_percent(full_interval)}: 95% CI half-width "
+            f"{100 * full_interval.half_width:.2f} points over {full_interval.count} seeds."
+        )
+    return [
+        f"# Table {table.number}: {table.title}",
+        "",
+        f"Dataset `{first['dataset']}` (config `{first['config']}`), {first['steps']} optimizer steps per run, "
+        f"seeds {', '.join(map(str, seeds))}, extra overrides {overrides}, commit {', '.join(commits)}.",
+        "",
+        "Values in percent: mean ± half-width of the 95% Student-t confidence interval over seeds (S − 1 degrees "
+        "of freedom). Δ is the paired difference to the full model (same seed: same initial weights where the "
+        "shapes allow, same data order) with its 95% CI. Verdict: the paper's direction *holds* when the CI of Δ "
+        "excludes 0 on the paper's side, *reverses* when it excludes 0 on the other side, and is *within noise* "
+        "when it contains 0. The paper's values are RefCOCO val.",
+        "",
+        f"**Resolution**: {resolution}",
+        "",
+    ]
+
+
+def table_markdown(table: Table, records: Sequence[dict[str, Any]]) -> str:
+    """The markdown report of ``table`` from the records of one output folder.
+
+    Raises:
+        InputError: No record, or records of different settings (config, steps …).
+    """
+    if not records:
+        raise InputError(f"no runs recorded for Table {table.number}")
+    for name in SETTINGS:
+        values = {repr(record.get(name)) for record in records}
+        if len(values) > 1:
+            raise InputError(f"the runs mix several {name}: {', '.join(sorted(values))}; report them apart")
+    splits = list(records[0]["eval_splits"])
+    main = splits[0]
+    results = summarize(table, records, splits)
+    lines = _header(table, records, results, main)
+    lines += [
+        f"## Overall IoU ({main})",
+        "",
+        "| paper row | model | seeds | parameters | overall IoU | paper | Δ overall IoU | paper Δ | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        row, paper_difference = result.row, _paper_difference(table, result.row)
+        parameters = "—" if result.parameters is None else f"{result.parameters / 1e6:.3f}M"
+        if row.paper_params is not None:
+            parameters += f" (paper {row.paper_params:.2f}M)"
+        difference = result.differences[main]
+        lines.append(
+            f"| {row.paper_row} | {row.describe()} | {len(result.seeds)} | {parameters} "
+            f"| {_percent(result.metrics.get(main, {}).get('overall_iou'))} | {row.paper['overall_iou']:.2f} "
+            f"| {'reference' if row.is_full else _percent(difference, signed=True)} "
+            f"| {'—' if paper_difference is None else f'{paper_difference:+.2f}'} "
+            f"| {verdict(difference, paper_difference)} |"
+        )
+    keys = [key for key in METRIC_KEYS if key != "overall_iou"]
+    lines += ["", f"## Every metric ({main}): ours (paper)", "",
+              "| paper row | model | " + " | ".join(_NAMES[key] for key in keys) + " |",
+              "|---|---|" + "---|" * len(keys)]  # fmt: skip
+    for result in results:
+        cells = []
+        for key in keys:
+            paper = result.row.paper.get(key)
+            cell = _percent(result.metrics.get(main, {}).get(key))
+            cells.append(cell if paper is None else f"{cell} ({paper:.2f})")
+        lines.append(f"| {result.row.paper_row} | {result.row.describe()} | " + " | ".join(cells) + " |")
+    for split in splits[1:]:
+        lines += ["", f"## Overall IoU ({split})", "",
+                  "| paper row | model | overall IoU | Δ overall IoU | paper Δ (val) | verdict |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for result in results:
+            paper_difference = _paper_difference(table, result.row)
+            difference = result.differences[split]
+            lines.append(
+                f"| {result.row.paper_row} | {result.row.describe()} "
+                f"| {_percent(result.metrics.get(split, {}).get('overall_iou'))} "
+                f"| {'reference' if result.row.is_full else _percent(difference, signed=True)} "
+                f"| {'—' if paper_difference is None else f'{paper_difference:+.2f}'} "
+                f"| {verdict(difference, paper_difference)} |"
+            )
+    lines += ["", f"![Table {table.number}](table{table.number}.png)", ""]
+    return "\n".join(lines)
+
+
+def _tables_with_runs(records: Sequence[dict[str, Any]]) -> list[int]:
+    """The tables with a recorded row other than the full model's, or every table if there is none."""
+    recorded = {record["row"] for record in records} - {FULL_KEY}
+    found = [number for number, table in TABLES.items() if recorded & set(table.keys())]
+    return found or list(TABLES)
+
+
+def write_reports(output_dir: str | Path, tables: Sequence[int] | None = None) -> list[Path]:
+    """Write ``tableN.md`` and ``tableN.png`` in ``output_dir`` from its ``runs.jsonl``.
+
+    Args:
+        output_dir: The ablation's output folder.
+        tables: The table numbers; default: those with recorded rows.
+
+    Returns:
+        The files written.
+
+    Raises:
+        InputError: ``runs.jsonl`` is missing or empty.
+    """
+    from dcmfnet.ablations.plots import plot_table
+
+    output_dir = Path(output_dir)
+    records = read_records(output_dir)
+    if not records:
+        raise InputError(f"no runs recorded in {output_dir / 'runs.jsonl'}")
+    written = []
+    for number in tables or _tables_with_runs(records):
+        table = TABLES[number]
+        keys = set(table.keys())
+        mine = [record for record in records if record["row"] in keys]
+        if not mine:
+            continue
+        markdown = output_dir / f"table{number}.md"
+        markdown.write_text(table_markdown(table, mine), encoding="utf-8")
+        results = summarize(table, mine, list(mine[0]["eval_splits"]))
+        written += [markdown, plot_table(table, results, mine[0]["eval_splits"][0], output_dir / f"table{number}.png")]
+    return written
