@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import dcmfnet.train as train_module
 from dcmfnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dcmfnet.train import LearningRateSchedule, _resume_state, train
 from dcmfnet.train_config import ConfigError, OptimConfig, load_run_config
-from tests.dcmfnet.tiny_run import CPU_CONFIG, tiny_config
+from tests.dcmfnet.tiny_run import CPU_CONFIG, TINY, tiny_config
 
 
 def test_cpu_config_loads_and_unknown_keys_fail() -> None:
@@ -239,3 +241,65 @@ def test_no_loss_item_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     for record, epoch_losses in zip(records, (losses[:6], losses[6:]), strict=True):
         assert record["train_loss"] == pytest.approx(sum(epoch_losses) / 6, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr_rest=nan", "optim.lr_rest must be a finite number >= 0, got nan"),
+        ("optim.lr_backbone=-1e-4", "optim.lr_backbone must be a finite number >= 0, got -0.0001"),
+        ("optim.weight_decay=inf", "optim.weight_decay must be a finite number >= 0, got inf"),
+        ("train.max_train_minutes=-5", "train.max_train_minutes must be a finite number > 0, got -5.0"),
+        ("train.max_steps=0", "train.max_steps must be a finite number >= 1, got 0"),
+    ],
+)
+def test_learning_rates_and_budgets_must_be_finite_and_in_range(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_run_config(CPU_CONFIG, [override])
+
+
+def _loss_turns_nan_on(batch: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """From now on the ``batch``-th training loss (counting from 1) is NaN; returns that batch's sample indices."""
+    seen: dict[str, Any] = {"n": 0, "indices": None}
+    collate, loss_fn = train_module.collate_referring, train_module.segmentation_loss
+
+    def recording_collate(items: list[dict[str, Any]]) -> Any:
+        collated = collate(items)
+        if seen["n"] == batch - 1:
+            seen["indices"] = collated.indices.tolist()
+        return collated
+
+    def sometimes_nan(*args: Any, **kwargs: Any) -> torch.Tensor:
+        seen["n"] += 1
+        loss = loss_fn(*args, **kwargs)
+        return loss * float("nan") if seen["n"] == batch else loss
+
+    monkeypatch.setattr(train_module, "collate_referring", recording_collate)
+    monkeypatch.setattr(train_module, "segmentation_loss", sometimes_nan)
+    return seen
+
+
+def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = _loss_turns_nan_on(9, monkeypatch)  # the 3rd batch of epoch 2 (6 batches per epoch)
+    command = ["--config", str(CPU_CONFIG), "--output-dir", str(tmp_path), *TINY]
+    assert train_module.main(command) == 1
+    error = capsys.readouterr().err
+    where = "non-finite loss at optimizer step 9 (epoch 2, batch 3 of the epoch)"
+    assert f"{where}, training samples {seen['indices']}" in error
+    assert "lower learning rate" in error and "train.precision=fp32" in error and "Traceback" not in error
+    for name in ("last.pt", "best.pt"):  # written after epoch 1; nothing after the NaN
+        state = load_checkpoint(tmp_path / name)
+        assert (state["epoch"], state["step"]) == (1, 6), name
+        assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_skip_nonfinite_skips_the_batch_and_counts_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _loss_turns_nan_on(9, monkeypatch)
+    result = train(tiny_config("train.skip_nonfinite=true"), tmp_path)
+    assert result["stopped"] == "done" and result["step"] == 11 and result["skipped_batches"] == 1
+    assert math.isfinite(result["train_loss"])
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())

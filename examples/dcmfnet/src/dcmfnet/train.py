@@ -15,6 +15,11 @@ Running the same command again resumes from ``DIR/last.pt`` (``--resume never`` 
 an existing run; ``--resume PATH`` resumes from another file). A checkpoint whose model, data or
 optimizer config differs from the run's is refused with the list of differences, and so is one
 written in the middle of an epoch by another number of processes.
+
+A NaN or infinite loss or gradient stops the run before the optimizer step, with the step, the
+batch's sample indices and what to try; no checkpoint is written then (``last.pt`` stays the last
+good one) and the command exits with status 1. ``train.skip_nonfinite=true`` skips such batches
+instead and logs how many (``skipped_batches``).
 """
 
 from __future__ import annotations
@@ -61,12 +66,16 @@ from dcmfnet.precision import autocast
 from dcmfnet.train_config import OptimConfig, RunConfig, config_to_dict, load_run_config
 from dcmfnet.visualize import save_training_curves
 
-__all__ = ["LearningRateSchedule", "TrainState", "main", "segmentation_loss", "train"]
+__all__ = ["LearningRateSchedule", "NonFiniteError", "TrainState", "main", "segmentation_loss", "train"]
 
 #: Config sections that must match between a checkpoint and the run resuming from it.
 _RESUME_MUST_MATCH = ("model", "data.dataset", "data.image_size", "data.split_by", "data.max_tokens", "optim")
 #: Keys inside those sections that may change on resume (they hold no state of the optimizer or schedule).
 _RESUME_MAY_DIFFER = frozenset({"optim.grad_clip_norm"})
+
+
+class NonFiniteError(RuntimeError):
+    """Training met a NaN or infinite loss or gradient; the message names the step and the samples."""
 
 
 class LearningRateSchedule:
@@ -249,6 +258,7 @@ class TrainState:
         best_metric: the best validation overall IoU, ``None`` before the first validation.
         loss_sum: the current epoch's training loss summed on the device (no host sync per batch).
         loss_count: the batches in ``loss_sum``.
+        skipped_batches: batches skipped for a non-finite loss or gradient (``train.skip_nonfinite``).
     """
 
     epoch: int = 0
@@ -258,6 +268,7 @@ class TrainState:
     best_metric: float | None = None
     loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))
     loss_count: int = 0
+    skipped_batches: int = 0
 
     def state_dict(self) -> dict[str, Any]:
         """The plain values a checkpoint stores (one host sync, for the epoch's loss)."""
@@ -268,6 +279,7 @@ class TrainState:
             "train_seconds": self.train_seconds,
             "best_metric": self.best_metric,
             "epoch_loss": (self.loss_sum.item(), self.loss_count),
+            "skipped_batches": self.skipped_batches,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -276,6 +288,7 @@ class TrainState:
         self.train_seconds, self.best_metric = state["train_seconds"], state["best_metric"]
         loss_sum, self.loss_count = state.get("epoch_loss", (0.0, 0))
         self.loss_sum.fill_(loss_sum)
+        self.skipped_batches = state.get("skipped_batches", 0)
 
     def mean_loss(self) -> float:
         """The current epoch's mean training loss (NaN before its first batch)."""
@@ -413,15 +426,58 @@ def _forward_backward(run: _Run, batch: ReferringBatch) -> torch.Tensor:
     return loss.detach()
 
 
-def _optimizer_step(run: _Run) -> None:
-    """Clip (if configured), step, and clear the accumulated gradients."""
-    clip = run.cfg.optim.grad_clip_norm
+def _optimizer_step(run: _Run, window_loss: torch.Tensor, indices: torch.Tensor) -> bool:
+    """Clip (if configured), check, step and clear the accumulated gradients; False if the step was skipped.
+
+    Args:
+        window_loss: the summed losses of the batches accumulated into this step (on the device).
+        indices: their training-set sample indices.
+
+    Raises:
+        NonFiniteError: the loss or the gradient is NaN or infinite (unless ``train.skip_nonfinite``).
+    """
+    clip, scaler = run.cfg.optim.grad_clip_norm, run.scaler
+    norm = None
     if clip > 0:
-        run.scaler.unscale_(run.optimizer)
-        nn.utils.clip_grad_norm_(run.model.parameters(), clip)
-    run.scaler.step(run.optimizer)
-    run.scaler.update()
+        scaler.unscale_(run.optimizer)
+        norm = nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+    elif not scaler.is_enabled():
+        norm = nn.utils.get_total_norm([p.grad for p in run.model.parameters() if p.grad is not None])
+    if scaler.is_enabled():
+        norm = None  # fp16: the grad scaler skips steps with an infinite gradient and lowers its scale
+    bad = ~torch.isfinite(window_loss) if norm is None else ~(torch.isfinite(window_loss) & torch.isfinite(norm))
+    if distributed.all_reduce_flag(bad, device=run.context.device):  # one host sync per optimizer step
+        _skip_nonfinite(run, window_loss, indices)
+        return False
+    scaler.step(run.optimizer)
+    scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
+    return True
+
+
+def _skip_nonfinite(run: _Run, window_loss: torch.Tensor, indices: torch.Tensor) -> None:
+    """Stop the run on a non-finite loss or gradient, or with ``train.skip_nonfinite`` drop the step."""
+    state, cfg = run.state, run.cfg
+    what = "loss" if not torch.isfinite(window_loss) else "gradient"
+    where = (
+        f"non-finite {what} at optimizer step {state.step + 1} (epoch {state.epoch + 1}, batch "
+        f"{state.epoch_batches} of the epoch), training samples {indices.tolist()}"
+    )
+    if not cfg.train.skip_nonfinite:
+        last = run.output_dir / "last.pt"
+        kept = f"{last} is the last good checkpoint" if last.exists() else "no checkpoint was written"
+        raise NonFiniteError(
+            f"{where}; stopped before the step, nothing saved: {kept}. "
+            "Try a lower learning rate (optim.lr_rest, optim.lr_backbone), fp32 "
+            "(train.precision=fp32) or gradient clipping (optim.grad_clip_norm); train.skip_nonfinite=true skips "
+            "such batches"
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler.is_enabled():
+        run.scaler.update(run.scaler.get_scale())  # clears the scaler's per-step record, keeps its scale
+    state.skipped_batches += cfg.train.grad_accum_steps
+    if run.context.is_main:
+        print(f"{where}: skipped ({state.skipped_batches} batches skipped so far)")
 
 
 def _advance_schedule(run: _Run) -> None:
@@ -451,21 +507,28 @@ def _train_one_epoch(run: _Run) -> str | None:
     """Train the rest of the current epoch; return why it stopped early, or ``None`` at its end."""
     state, accumulation = run.state, run.cfg.train.grad_accum_steps
     progress = _ProgressBar(run)
+    window_loss = torch.zeros_like(state.loss_sum)  # the losses of the batches of one optimizer step
+    window_indices: list[torch.Tensor] = []
     reason = None
     tick = time.perf_counter()
     for batch in itertools.islice(_epoch_loader(run), run.batches_per_epoch - state.epoch_batches):
         loss = _forward_backward(run, batch)
         state.epoch_batches += 1
-        state.loss_sum += loss
-        state.loss_count += 1
+        window_loss += loss
+        window_indices.append(batch.indices)
         progress.add_loss(loss)
         if state.epoch_batches % accumulation:
             continue
-        _optimizer_step(run)
+        stepped = _optimizer_step(run, window_loss, torch.cat(window_indices))
         now = time.perf_counter()
         state.train_seconds += now - tick
         tick = now
-        _advance_schedule(run)
+        if stepped:
+            state.loss_sum += window_loss
+            state.loss_count += accumulation
+            _advance_schedule(run)
+        window_loss.zero_()
+        window_indices.clear()
         progress.show(run)
         reason = _stop_reason(run)
         if reason:
@@ -502,6 +565,8 @@ def _end_epoch(run: _Run, reason: str | None) -> tuple[dict[str, Any], str | Non
         "train_seconds": round(state.train_seconds, 2),
         **{f"lr_{group['name']}": group["lr"] for group in run.optimizer.param_groups},
     }
+    if cfg.train.skip_nonfinite:
+        record["skipped_batches"] = state.skipped_batches
     if epoch_done:
         state.loss_sum.zero_()
         state.loss_count = 0
@@ -661,7 +726,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train with the parsed arguments; returns the exit status."""
     cfg = load_run_config(args.config, args.overrides)
-    train(cfg, args.output_dir, resume=args.resume)
+    try:
+        train(cfg, args.output_dir, resume=args.resume)
+    except NonFiniteError as error:
+        if getattr(args, "debug", False):
+            raise
+        print(f"dcmfnet train: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,9 @@ class TrainConfig:
 
     The loss is sigmoid BCE (paper) plus ``dice_weight`` times a soft Dice loss (0 by default).
     ``max_train_minutes`` stops training (not counting validation) when reached; ``num_threads``
-    sets ``torch.set_num_threads`` (1 is fastest on a CPU shared with other jobs).
+    sets ``torch.set_num_threads`` (1 is fastest on a CPU shared with other jobs). A non-finite
+    loss or gradient stops the run with an error; ``skip_nonfinite`` skips such batches instead
+    (their number is logged as ``skipped_batches``).
     """
 
     epochs: int = 15
@@ -96,6 +99,7 @@ class TrainConfig:
     gallery_samples: int = 8
     progress_bar: bool = True
     num_threads: int | None = None
+    skip_nonfinite: bool = False
 
 
 @dataclass
@@ -161,10 +165,36 @@ def _validate(cfg: RunConfig) -> RunConfig:
             f"train.device must be auto, cpu or cuda, got {cfg.train.device!r}",
         ),
     ]
+    checks += _number_checks(cfg)
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
     return cfg
+
+
+def _number_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
+    """Learning rates, weight decay, loss weights and budgets: finite and in range (``None``: no budget)."""
+
+    def at_least(key: str, value: float | None, low: float, *, above: bool = False) -> tuple[bool, str]:
+        ok = value is not None and math.isfinite(value) and (value > low if above else value >= low)
+        return ok, f"{key} must be a finite number {'>' if above else '>='} {low}, got {value!r}"
+
+    checks = [
+        at_least("optim.lr_backbone", cfg.optim.lr_backbone, 0),
+        at_least("optim.lr_rest", cfg.optim.lr_rest, 0),
+        at_least("optim.weight_decay", cfg.optim.weight_decay, 0),
+        at_least("optim.poly_power", cfg.optim.poly_power, 0, above=True),
+        at_least("optim.grad_clip_norm", cfg.optim.grad_clip_norm, 0),
+        at_least("optim.warmup_steps", cfg.optim.warmup_steps, 0),
+        at_least("train.dice_weight", cfg.train.dice_weight, 0),
+        at_least("train.eval_every_epochs", cfg.train.eval_every_epochs, 1),
+        at_least("train.log_every_steps", cfg.train.log_every_steps, 1),
+    ]
+    if cfg.train.max_train_minutes is not None:
+        checks.append(at_least("train.max_train_minutes", cfg.train.max_train_minutes, 0, above=True))
+    if cfg.train.max_steps is not None:
+        checks.append(at_least("train.max_steps", cfg.train.max_steps, 1))
+    return checks
 
 
 def load_run_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
