@@ -19,7 +19,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["feature_energy", "overlay_mask", "save_feature_maps", "save_gallery", "save_training_curves"]
+__all__ = [
+    "feature_energy",
+    "feature_map_images",
+    "heatmap_overlay",
+    "overlay_mask",
+    "save_feature_maps",
+    "save_gallery",
+    "save_training_curves",
+]
 
 
 def overlay_mask(
@@ -162,3 +170,33 @@ def save_feature_maps(
         if maps:
             grid(f"fig7_{site}.png", f"IGF at {site}: per-layer fusion F_t (Fig. 7)", maps)
     return written
+
+
+def heatmap_overlay(image: np.ndarray, energy: np.ndarray, *, alpha: float = 0.55) -> np.ndarray:
+    """Blend an ``(H, W)`` map in [0, 1], coloured with the ``jet`` colormap, over an ``(H, W, 3)`` uint8 image."""
+    if image.shape[:2] != energy.shape:
+        raise ValueError(f"image {image.shape[:2]} and map {energy.shape} differ in size")
+    heat = plt.get_cmap("jet")(np.clip(energy, 0.0, 1.0))[..., :3] * 255.0
+    return ((1 - alpha) * image.astype(np.float32) + alpha * heat).clip(0, 255).astype(np.uint8)
+
+
+def feature_map_images(
+    image: np.ndarray,
+    stage_maps: Mapping[str, torch.Tensor],
+    fusion_maps: Mapping[str, Sequence[torch.Tensor]],
+) -> list[tuple[np.ndarray, str]]:
+    """The Fig. 6 and Fig. 7 maps of :func:`save_feature_maps` as ``(H, W, 3)`` uint8 arrays with captions.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 input image (each map is drawn over it at its size).
+        stage_maps: name -> ``(1, C, h, w)`` feature (Fig. 6).
+        fusion_maps: IGF site -> its ``(F_1, ..., F_L)`` (Fig. 7).
+
+    Returns:
+        ``(picture, caption)`` pairs: the stage maps first, then every site's ``F_t`` in order.
+    """
+    size = image.shape[:2]
+    labelled = [(f"Fig. 6 · {name}", feature) for name, feature in stage_maps.items()]
+    for site, fusions in fusion_maps.items():
+        labelled += [(f"Fig. 7 · IGF {site} · F_{t}", feature) for t, feature in enumerate(fusions, start=1)]
+    return [(heatmap_overlay(image, feature_energy(feature, size)), label) for label, feature in labelled]

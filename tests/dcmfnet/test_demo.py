@@ -1,0 +1,134 @@
+"""The demo's request function without a browser: its mask is the Python API's, a user's mistake is a message."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dcmfnet import demo
+from dcmfnet.cli import main as dcmfnet_main
+from dcmfnet.config import build_model
+from dcmfnet.data.build import max_tokens_for
+from dcmfnet.data.synthetic import SyntheticReferring
+from dcmfnet.inference import Segmenter
+from tests.dcmfnet.tiny_run import tiny_config
+
+
+def tiny_segmenter() -> Segmenter:
+    """An untrained tiny DCMFNet (deterministic) whose mask covers about half of built-in scene 0.
+
+    An untrained model's logits all lie on one side of 0; an empty or full mask would make comparing
+    masks vacuous, so the output bias is moved by the median logit of one scene.
+    """
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = build_model(cfg.model)
+    segmenter = Segmenter(model, image_size=cfg.data.image_size, max_tokens=max_tokens_for(cfg.data))
+    scene = demo.builtin_scene(0)
+    probabilities = segmenter.segment(scene.image, scene.expression, return_probabilities=True).probabilities
+    median = float(np.median(probabilities))
+    with torch.no_grad():
+        model.head[-1].bias -= math.log(median / (1 - median))
+    return segmenter
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> Segmenter:
+    return tiny_segmenter()
+
+
+def test_builtin_scene_is_the_dataset_scene() -> None:
+    scene = demo.builtin_scene(17)
+    expected = SyntheticReferring(split=demo.SCENE_SPLIT, num_samples=18).scene(17)
+    assert scene.expression == expected.expression
+    np.testing.assert_array_equal(scene.image, expected.image)
+
+
+@pytest.mark.parametrize("as_file", [False, True], ids=["array", "file"])
+def test_request_mask_is_the_api_mask(segmenter: Segmenter, tmp_path, as_file: bool) -> None:
+    scene = demo.builtin_scene(3)
+    path = tmp_path / "scene.png"
+    Image.fromarray(scene.image).save(path)
+    response = demo.segment_request(segmenter, str(path) if as_file else scene.image, scene.expression)
+    expected = segmenter.segment(scene.image, scene.expression, return_maps=True)
+    assert 0 < expected.mask.sum() < expected.mask.size
+    assert response.mask is not None and response.mask.dtype == np.uint8
+    np.testing.assert_array_equal(response.mask, expected.mask.astype(np.uint8) * 255)
+    assert response.overlay is not None and response.overlay.shape == scene.image.shape
+    assert not np.array_equal(response.overlay, scene.image)
+    captions = [caption for _, caption in response.maps]
+    assert captions[:3] == ["Fig. 6 · LGVE-1", "Fig. 6 · LGVE-2", "Fig. 6 · MLFF"]
+    assert expected.fusion_maps is not None
+    layers = [(site, t) for site, fusions in expected.fusion_maps.items() for t in range(1, len(fusions) + 1)]
+    assert captions[3:] == [f"Fig. 7 · IGF {site} · F_{t}" for site, t in layers]
+    assert all(picture.dtype == np.uint8 and picture.shape[2] == 3 for picture, _ in response.maps)
+    assert f'"{scene.expression}"' in response.message and "the request took" in response.message
+
+
+def test_request_maps_are_thumbnails(segmenter: Segmenter) -> None:
+    photo = np.random.default_rng(0).integers(0, 256, size=(600, 900, 3), dtype=np.uint8)
+    response = demo.segment_request(segmenter, photo, "the red circle")
+    assert response.mask is not None and response.mask.shape == (600, 900)
+    assert {picture.shape for picture, _ in response.maps} == {(171, 256, 3)}
+
+
+def test_request_errors_are_messages(segmenter: Segmenter, tmp_path) -> None:
+    scene = demo.builtin_scene(0)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"this is not an image")
+    cases = [
+        (None, "the red circle", "no image"),
+        (scene.image, "   ", "the expression is empty"),
+        (str(broken), "the red circle", f"cannot read image {broken}"),
+        (str(tmp_path / "missing.png"), "the red circle", "does not exist"),
+        (scene.image, "x" * 201, "the expression has 201 characters; this demo takes at most 200"),
+    ]
+    for image, expression, reason in cases:
+        response = demo.segment_request(segmenter, image, expression)
+        assert response.message.startswith("**Error:**") and reason in response.message
+        assert response.overlay is None and response.mask is None and response.maps == []
+
+
+def test_request_refuses_images_over_the_pixel_cap(segmenter: Segmenter, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(segmenter, "max_pixels", 32 * 32)
+    path = tmp_path / "scene.png"
+    Image.fromarray(demo.builtin_scene(0).image).save(path)
+    response = demo.segment_request(segmenter, str(path), "the red circle")
+    assert "64x64 = 4,096 pixels, over the cap of 1,024 pixels" in response.message
+    assert response.mask is None
+
+
+def test_request_does_not_hide_defects(segmenter: Segmenter, monkeypatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(segmenter, "segment", broken)
+    with pytest.raises(RuntimeError, match="a defect"):
+        demo.segment_request(segmenter, demo.builtin_scene(0).image, "the red circle")
+
+
+def test_command_without_model_says_how_to_get_one(capsys) -> None:
+    assert dcmfnet_main(["demo"]) == 2
+    error = capsys.readouterr().err
+    assert "--model DIR" in error and "dcmfnet train --config cpu_synthetic" in error and "dcmfnet export" in error
+
+
+def test_only_the_demo_imports_gradio() -> None:
+    script = (
+        "import pkgutil, importlib, sys, dcmfnet, dcmfnet.cli\n"
+        "dcmfnet.cli.build_parser()\n"
+        "names = [m.name for m in pkgutil.walk_packages(dcmfnet.__path__, 'dcmfnet.')]\n"
+        "for name in names:\n"
+        "    if name != 'dcmfnet.demo' and not name.endswith('__main__'):\n"
+        "        importlib.import_module(name)\n"
+        "assert 'dcmfnet.demo_command' in names, names\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'gradio'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert result.stdout.strip() == "[]"
