@@ -111,14 +111,26 @@ def check_same_spatial(first_name: str, first: Tensor, second_name: str, second:
 
 
 def check_parameter_dtype(name: str, tensor: Tensor, parameter: Tensor) -> None:
-    """Raise a ``TypeError`` if ``tensor`` and the module's weights differ in dtype outside autocast.
+    """Raise a ``TypeError`` if ``tensor`` and the module's weights differ in a dtype nothing will reconcile.
 
-    Under ``torch.autocast`` mixed dtypes are expected and resolved by autocast.
+    Outside autocast the dtypes must be equal. Under ``torch.autocast`` mixed dtypes
+    are resolved by autocast, except float64: autocast casts float32, float16 and
+    bfloat16 to its dtype but leaves float64 alone, so a float64 input with lower
+    precision parameters (or the reverse) would fail inside a convolution.
     """
-    if tensor.dtype != parameter.dtype and not torch.is_autocast_enabled(tensor.device.type):
+    if tensor.dtype == parameter.dtype:
+        return
+    device_type = tensor.device.type
+    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
         raise TypeError(
             f"{name} has dtype {tensor.dtype} but the module's parameters are {parameter.dtype}; "
             f"convert one of them (module.to(dtype)) or run under torch.autocast"
+        )
+    if torch.float64 in (tensor.dtype, parameter.dtype):
+        raise TypeError(
+            f"{name} has dtype {tensor.dtype} and the module's parameters are {parameter.dtype}: "
+            f"torch.autocast({device_type!r}, dtype={torch.get_autocast_dtype(device_type)}) does not cast "
+            f"float64, so they cannot be combined; convert {name} to {parameter.dtype}"
         )
 
 

@@ -15,6 +15,7 @@ from igf._validation import (
     check_same_spatial,
     check_tensor,
 )
+from igf.fused import FusedFusion, autocast_cast, autocast_off, fused_path_applies
 
 __all__ = ["BilinearFusionUnit"]
 
@@ -35,10 +36,15 @@ class BilinearFusionUnit(nn.Module):
     A vector guidance ``(B, C_l)`` is projected with a matrix product and
     broadcast over ``H x W``; it is never tiled to a map first.
 
+    With ``fused=True`` (default) a training forward runs as
+    :class:`igf.fused.FusedFusion`: it keeps only ``x``, ``G`` and ``F`` for the
+    backward pass and recomputes the ``h``-times-wide tensors there (same values).
+
     Args:
         guidance_channels: :math:`C'_l`, channels of the guidance ``x``.
         guided_channels: :math:`C'_v`, channels of the guided ``G`` and of the output.
         heads: Number of bilinear heads :math:`h` (paper: 5).
+        fused: Use the memory-lean fused function when autograd records (see above).
         device: Factory argument for the parameters.
         dtype: Factory argument for the parameters.
 
@@ -70,10 +76,12 @@ class BilinearFusionUnit(nn.Module):
         guided_channels: int,
         *,
         heads: int = 5,
+        fused: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        self.fused = bool(fused)
         self.guidance_channels = check_positive_int("guidance_channels", guidance_channels)
         self.guided_channels = check_positive_int("guided_channels", guided_channels)
         self.heads = check_positive_int("heads", heads)
@@ -112,6 +120,24 @@ class BilinearFusionUnit(nn.Module):
         summed = reduce(encoded_guidance * guided_heads, "b (h c) x y -> b c x y", "sum", h=self.heads)
         return torch.tanh(summed)
 
+    def fuse_unchecked(self, guidance: Tensor, guided: Tensor) -> Tensor:
+        """Eq. 2 on inputs that are not checked: the fused function where it applies, else the plain modules.
+
+        Args:
+            guidance: ``(B, C_l)`` vector or ``(B, C_l, H, W)`` map.
+            guided: ``(B, C_v, H, W)``.
+
+        Returns:
+            ``(B, C_v, H, W)``.
+        """
+        if not fused_path_applies(self.fused):
+            return self.fuse(self.encode_guidance(guidance), guided)
+        g, b = self.proj_guidance, self.proj_guided
+        args = autocast_cast(guidance, guided, g.weight, g.bias, b.weight, b.bias)
+        with autocast_off(guided):
+            fused: Tensor = FusedFusion.apply(*args, self.heads)
+        return fused
+
     def forward(self, guidance: Tensor, guided: Tensor) -> Tensor:
         check_tensor("guided", guided, ndims=(4,), layout="(B, C_v, H, W)")
         check_tensor("guidance", guidance, ndims=(2, 4), layout="(B, C_l) or (B, C_l, H, W)")
@@ -122,7 +148,10 @@ class BilinearFusionUnit(nn.Module):
             check_same_spatial("guidance", guidance, "guided", guided)
         check_parameter_dtype("guided", guided, self.proj_guided.weight)
         check_parameter_dtype("guidance", guidance, self.proj_guidance.weight)
-        return self.fuse(self.encode_guidance(guidance), guided)
+        return self.fuse_unchecked(guidance, guided)
 
     def extra_repr(self) -> str:
-        return f"guidance_channels={self.guidance_channels}, guided_channels={self.guided_channels}, heads={self.heads}"
+        return (
+            f"guidance_channels={self.guidance_channels}, guided_channels={self.guided_channels}, "
+            f"heads={self.heads}, fused={self.fused}"
+        )

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from igf._validation import check_channels, check_odd_kernel_size, check_positive_int, check_tensor
+from igf.fused import FusedASGate, autocast_cast, autocast_off, fused_path_applies
 
 __all__ = ["GATES", "ASGate", "ConvGRUGate", "ConvLSTMGate", "GateFactory"]
 
@@ -88,6 +89,7 @@ class ASGate(_ConvGate):
     Args:
         channels: :math:`C'_v`, channels of ``fused`` and ``hidden``.
         kernel_size: Odd kernel size of both convolutions (paper: 3).
+        fused: Use the memory-lean fused function when autograd records (see below).
         device: Factory argument for the parameters.
         dtype: Factory argument for the parameters.
 
@@ -98,6 +100,10 @@ class ASGate(_ConvGate):
 
     Returns:
         ``(G_t, None)`` with ``G_t`` of shape ``(B, C, H, W)``.
+
+    With ``fused=True`` (default) a training forward runs as
+    :class:`igf.fused.FusedASGate`, which keeps ``F_t``, ``G_{t-1}``, ``z_t`` and
+    ``G_t`` for backward and recomputes ``F_t + G_{t-1}`` and ``[F_t; f_t]`` there.
 
     State dict keys: ``conv_z`` (:math:`W_z`), ``conv_g`` (:math:`W_g`).
     At ``channels=256`` it has 1,769,984 parameters (paper Table 6).
@@ -117,16 +123,24 @@ class ASGate(_ConvGate):
         channels: int,
         *,
         kernel_size: int = 3,
+        fused: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(channels, kernel_size)
+        self.fused = bool(fused)
         padding = kernel_size // 2
         self.conv_z = nn.Conv2d(channels, channels, kernel_size, padding=padding, device=device, dtype=dtype)
         self.conv_g = nn.Conv2d(2 * channels, channels, kernel_size, padding=padding, device=device, dtype=dtype)
 
     def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, None]:
         self._check_inputs(fused, hidden, None)
+        if fused_path_applies(self.fused):
+            z, g = self.conv_z, self.conv_g
+            args = autocast_cast(fused, hidden, z.weight, z.bias, g.weight, g.bias)
+            with autocast_off(fused):
+                new_hidden: Tensor = FusedASGate.apply(*args)[0]
+            return new_hidden, None
         selection = torch.sigmoid(self.conv_z(fused + hidden))
         selected = fused * selection
         return torch.tanh(self.conv_g(torch.cat([fused, selected], dim=1))), None

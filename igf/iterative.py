@@ -19,8 +19,10 @@ from igf._validation import (
     check_same_batch,
     check_tensor,
 )
+from igf.functional import masked_mean, resize_to
+from igf.fused import CheckpointedASGateStep, autocast_cast, autocast_off, fused_path_applies
 from igf.fusion import BilinearFusionUnit
-from igf.gates import GATES, GateFactory
+from igf.gates import GATES, ASGate, GateFactory
 
 __all__ = ["OUTPUT_MODES", "IGFOutput", "IterativeGatedFusion", "OutputMode"]
 
@@ -98,7 +100,17 @@ class IterativeGatedFusion(nn.Module):
         kernel_size: Odd kernel size of the gates' and the output convolutions (paper: 3).
         checkpoint: Recompute each step's activations in the backward pass
             instead of storing them (activation checkpointing), trading
-            compute for memory in training. No effect without autograd.
+            compute for memory in training. No effect without autograd. With
+            ``fused=True`` and ASGate gates a step keeps only ``G_{t-1}`` and
+            ``G_t`` and its backward recomputes ``F_t`` and ``z_t`` only
+            (:class:`igf.fused.CheckpointedASGateStep`); otherwise each step runs
+            under ``torch.utils.checkpoint``.
+        fused: Run the fusion units and ASGate gates as the memory-lean fused
+            functions of :mod:`igf.fused` when autograd records (default). They
+            keep no ``h * C'_v``-wide tensor for backward and compute the same
+            values. ``False`` gives the plain modules (autograd of standard ops).
+            ``torch.export``, ONNX export and TorchScript tracing always take the
+            plain path.
         device: Factory argument for the parameters.
         dtype: Factory argument for the parameters.
 
@@ -158,6 +170,7 @@ class IterativeGatedFusion(nn.Module):
         output_mode: OutputMode = "all_fusions",
         kernel_size: int = 3,
         checkpoint: bool = False,
+        fused: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -175,18 +188,24 @@ class IterativeGatedFusion(nn.Module):
         self.output_mode = check_choice("output_mode", output_mode, OUTPUT_MODES)
         check_odd_kernel_size(kernel_size)
         self.checkpoint = bool(checkpoint)
+        self.fused = bool(fused)
         gate_factory = _resolve_gate(gate)
 
         self.guidance_proj = nn.Conv2d(guidance_channels, guidance_hidden_channels, 1, device=device, dtype=dtype)
         self.guided_proj = nn.Conv2d(guided_channels, hidden_channels, 1, device=device, dtype=dtype)
         self.fusions = nn.ModuleList(
-            BilinearFusionUnit(guidance_hidden_channels, hidden_channels, heads=heads, device=device, dtype=dtype)
+            BilinearFusionUnit(
+                guidance_hidden_channels, hidden_channels, heads=heads, fused=fused, device=device, dtype=dtype
+            )
             for _ in range(num_layers)
         )
         num_gates = num_layers if output_mode in _MODES_USING_LAST_GATE else num_layers - 1
         self.gates = nn.ModuleList(
             gate_factory(hidden_channels, kernel_size=kernel_size, device=device, dtype=dtype) for _ in range(num_gates)
         )
+        for built_gate in self.gates:
+            if isinstance(built_gate, ASGate):
+                built_gate.fused = self.fused
         read_maps = num_layers if output_mode in _MODES_CONCATENATING else 1
         self.out_proj = nn.Conv2d(
             read_maps * hidden_channels, out_channels, kernel_size, padding=kernel_size // 2, device=device, dtype=dtype
@@ -222,9 +241,19 @@ class IterativeGatedFusion(nn.Module):
     ) -> Tensor | IGFOutput:
         self._check_inputs(guidance, guided, guidance_mask)
         if guidance.dim() == 3:
-            guidance = _masked_mean(guidance, guidance_mask)
+            guidance = masked_mean(guidance, guidance_mask)
         guidance = self._project_guidance(guidance, (guided.shape[-2], guided.shape[-1]))
         hidden = self.guided_proj(guided)
+        if self.checkpoint and self._lean_checkpoint_applies():
+            output, fusions, gates = self._forward_lean_checkpoint(guidance, hidden)
+        else:
+            output, fusions, gates = self._forward_steps(guidance, hidden)
+        if return_intermediates:
+            return IGFOutput(output, tuple(fusions), tuple(gates))
+        return output
+
+    def _forward_steps(self, guidance: Tensor, hidden: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """Steps t = 1..L (Eq. 1-3), each under ``torch.utils.checkpoint`` if asked, then Eq. 4."""
         cell: Tensor | None = None
         fusions: list[Tensor] = []
         gates: list[Tensor] = []
@@ -239,27 +268,71 @@ class IterativeGatedFusion(nn.Module):
             if next_hidden is not None:
                 hidden, cell = next_hidden, next_cell
                 gates.append(hidden)
+        return self.out_proj(self._read_maps(fusions, hidden)), fusions, gates
 
-        output: Tensor
+    def _read_maps(self, fusions: list[Tensor], last_hidden: Tensor) -> Tensor:
+        """What the output convolution reads in ``output_mode`` (paper Table 5)."""
         if self.output_mode == "all_fusions":
-            output = self.out_proj(torch.cat(fusions, dim=1))
-        elif self.output_mode == "last_fusion":
-            output = self.out_proj(fusions[-1])
-        elif self.output_mode == "last_gate":
-            output = self.out_proj(hidden)
-        else:  # fusions_and_last_gate
-            output = self.out_proj(torch.cat([*fusions[:-1], hidden], dim=1))
+            return torch.cat(fusions, dim=1)
+        if self.output_mode == "last_fusion":
+            return fusions[-1]
+        if self.output_mode == "last_gate":
+            return last_hidden
+        return torch.cat([*fusions[:-1], last_hidden], dim=1)
 
-        if return_intermediates:
-            return IGFOutput(output, tuple(fusions), tuple(gates))
-        return output
+    def _lean_checkpoint_applies(self) -> bool:
+        """The fused checkpointed step needs the fused path and plain ASGate gates (not subclasses)."""
+        return fused_path_applies(self.fused) and all(type(gate) is ASGate for gate in self.gates)
+
+    def _forward_lean_checkpoint(self, guidance: Tensor, hidden: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """``checkpoint=True`` with ASGate: :class:`~igf.fused.CheckpointedASGateStep` per step.
+
+        The output convolution (Eq. 4) is split by input channels: each step adds
+        ``conv(F_t, W_out[:, t])`` so that no ``F_t`` is kept; bias and a read ``G_L`` are added last.
+        """
+        width = self.hidden_channels
+        weight, bias = self.out_proj.weight, self.out_proj.bias
+        read_fusions = {"all_fusions": range(self.num_layers), "last_fusion": [self.num_layers - 1]}.get(
+            self.output_mode, range(self.num_layers - 1) if self.output_mode == "fusions_and_last_gate" else []
+        )
+        slot = {step: index for index, step in enumerate(read_fusions)}
+        fusions: list[Tensor] = []
+        gates: list[Tensor] = []
+        partials: list[Tensor] = []
+        for step in range(self.num_layers):
+            fusion = cast(BilinearFusionUnit, self.fusions[step])
+            gate = cast(ASGate, self.gates[step]) if step < len(self.gates) else None
+            w_out = weight[:, slot[step] * width : (slot[step] + 1) * width] if step in slot else None
+            convs = (fusion.proj_guidance, fusion.proj_guided) + (() if gate is None else (gate.conv_z, gate.conv_g))
+            params = [p for conv in convs for p in (conv.weight, conv.bias)]
+            x, h, *cast_params, w_out = autocast_cast(guidance, hidden, *params, w_out)
+            if gate is None:
+                cast_params += [None] * 4
+            with autocast_off(hidden):
+                fused, next_hidden, partial = CheckpointedASGateStep.apply(
+                    x, h, *cast_params[:4], fusion.heads, *cast_params[4:], w_out
+                )
+            fusions.append(fused)
+            if w_out is not None:
+                partials.append(partial)
+            if gate is not None:
+                hidden = next_hidden
+                gates.append(hidden)
+        if self.output_mode in _MODES_USING_LAST_GATE:
+            read_gate = weight[:, len(read_fusions) * width :]
+            x, w_gate = autocast_cast(hidden, read_gate)
+            assert x is not None and w_gate is not None
+            partials.append(F.conv2d(x, w_gate, padding=self.out_proj.padding))
+        (out_bias,) = autocast_cast(bias)
+        assert out_bias is not None
+        return torch.stack(partials).sum(0) + out_bias[:, None, None], fusions, gates
 
     def _step(
         self, step: int, guidance: Tensor, hidden: Tensor, cell: Tensor | None
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """One fusion-gate iteration: ``F_t = Fusion_t(x, G_{t-1})``, ``G_t = Gate_t(F_t, G_{t-1})``."""
         fusion = cast(BilinearFusionUnit, self.fusions[step])
-        fused = fusion.fuse(fusion.encode_guidance(guidance), hidden)
+        fused = fusion.fuse_unchecked(guidance, hidden)
         if step >= len(self.gates):  # G_L is not read by the output: not built, not run.
             return fused, None, None
         next_hidden, next_cell = self.gates[step](fused, hidden, cell)
@@ -277,8 +350,8 @@ class IterativeGatedFusion(nn.Module):
             return cast(Tensor, self.guidance_proj(guidance))
         if source_pixels < size[0] * size[1]:
             # Project at the lower resolution, then resize (bilinear weights sum to one: same result).
-            return _resize(self.guidance_proj(guidance), size)
-        return cast(Tensor, self.guidance_proj(_resize(guidance, size)))
+            return resize_to(self.guidance_proj(guidance), size)
+        return cast(Tensor, self.guidance_proj(resize_to(guidance, size)))
 
     def _check_inputs(self, guidance: Tensor, guided: Tensor, guidance_mask: Tensor | None) -> None:
         check_tensor("guided", guided, ndims=(4,), layout="(B, C_y, H, W)")
@@ -294,24 +367,9 @@ class IterativeGatedFusion(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"guidance_channels={self.guidance_channels}, guided_channels={self.guided_channels}, "
-            f"num_layers={self.num_layers}, output_mode={self.output_mode!r}, checkpoint={self.checkpoint}"
+            f"num_layers={self.num_layers}, output_mode={self.output_mode!r}, checkpoint={self.checkpoint}, "
+            f"fused={self.fused}"
         )
-
-
-def _masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean of ``(B, T, C)`` token features over the real tokens -> ``(B, C)`` (all tokens without a mask).
-
-    A row whose mask is all zero gives a zero vector. Pooling before the 1x1
-    projection equals projecting every token and pooling after (the weights sum to one).
-    """
-    if mask is None:
-        return tokens.mean(dim=1)
-    weights = mask.to(tokens.dtype).unsqueeze(-1)
-    return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1)
-
-
-def _resize(feature: Tensor, size: tuple[int, int]) -> Tensor:
-    return F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
 
 
 def _resolve_gate(gate: str | GateFactory) -> GateFactory:

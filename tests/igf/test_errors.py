@@ -195,3 +195,17 @@ TOKENS = torch.randn(2, 5, 8)
 def test_guidance_mask_errors(guidance: torch.Tensor, mask: object, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=re.escape(message)):
         _igf()(guidance, GOOD_GUIDED, guidance_mask=mask)
+
+
+@pytest.mark.parametrize(
+    ("guidance_dtype", "module_dtype"), [(torch.float64, torch.float32), (torch.float32, torch.float64)]
+)
+def test_autocast_cannot_combine_float64_with_other_dtypes(
+    guidance_dtype: torch.dtype, module_dtype: torch.dtype
+) -> None:
+    """Autocast leaves float64 alone: the mix is refused up front, naming both dtypes."""
+    module = IterativeGatedFusion(8, 6, num_layers=2, dtype=module_dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(TypeError) as error:
+        module(GOOD_GUIDANCE.to(guidance_dtype), GOOD_GUIDED.to(module_dtype))
+    message = str(error.value)
+    assert str(guidance_dtype) in message and str(module_dtype) in message and "autocast" in message

@@ -146,3 +146,18 @@ def test_padding_tokens_change_nothing_and_no_mask_means_all_tokens() -> None:
     assert_close(module(tokens, guided, guidance_mask=mask), module(changed, guided, guidance_mask=mask))
     assert_close(module(tokens, guided), module(tokens, guided, guidance_mask=torch.ones(2, 5, dtype=torch.bool)))
     assert_close(module(tokens, guided), module(tokens.mean(dim=1), guided))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_padding_tokens_never_reach_the_output(bad: float) -> None:
+    """Padding tokens are selected away, not multiplied by zero (0 * nan = nan)."""
+    torch.manual_seed(0)
+    module = IterativeGatedFusion(6, 5, num_layers=2)
+    tokens = torch.randn(2, 5, 6)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    guided = torch.randn(2, 5, 3, 3)
+    poisoned = tokens.clone()
+    poisoned[1, 2:] = bad
+    got = module(poisoned, guided, guidance_mask=mask)
+    assert torch.isfinite(got).all()
+    assert_close(got, module(tokens, guided, guidance_mask=mask), rtol=0, atol=0)

@@ -1,0 +1,44 @@
+"""Small tensor helpers of IGF that other code may reuse: masked token mean and bilinear resize."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["masked_mean", "resize_to"]
+
+
+def masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of ``(B, T, C)`` token features over the real tokens -> ``(B, C)`` (all tokens without a mask).
+
+    Padding tokens are *selected away* (``torch.where``), not multiplied by zero, so
+    whatever they hold -- NaN and inf included -- never reaches the result. A row
+    whose mask is all zero gives a zero vector. Pooling before a 1x1 projection
+    equals projecting every token and pooling after (the weights sum to one).
+
+    Args:
+        tokens: ``(B, T, C)`` floating point.
+        mask: ``(B, T)`` bool or integer, nonzero = real token; ``None`` = every token is real.
+
+    Returns:
+        ``(B, C)`` in ``tokens``' dtype.
+    """
+    if mask is None:
+        return tokens.mean(dim=1)
+    keep = mask.bool().unsqueeze(-1)
+    total = torch.where(keep, tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device)).sum(dim=1)
+    return total / keep.sum(dim=1).clamp_min(1).to(tokens.dtype)
+
+
+def resize_to(feature: Tensor, size: Sequence[int]) -> Tensor:
+    """Bilinearly resize ``feature`` ``(B, C, h, w)`` to ``size = (H, W)`` (``align_corners=False``).
+
+    Returns ``feature`` itself when it already has that size.
+    """
+    target = (int(size[0]), int(size[1]))
+    if (feature.shape[-2], feature.shape[-1]) == target:
+        return feature
+    return F.interpolate(feature, size=target, mode="bilinear", align_corners=False)

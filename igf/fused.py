@@ -1,0 +1,281 @@
+r"""Memory-lean autograd functions for one IGF step: the fusion unit (Eq. 2) and ASGate (Eq. 3).
+
+Plain autograd keeps, at every fusion step, tensors ``h`` times as wide as the
+state (:math:`h \cdot C'_v` channels: :math:`W_2 G`, both ``tanh`` outputs and
+their product), although they are cheap to recompute from the step's inputs.
+The functions here keep only the step's inputs and outputs -- tensors that the
+next step keeps anyway -- and recompute the wide ones inside ``backward``:
+
+- :class:`FusedFusion`: :math:`F = \tanh(\sum_i \tanh(W_{1,i} x) \odot \tanh(W_{2,i} G))`,
+  keeps ``x``, ``G`` and ``F``.
+- :class:`FusedASGate`: :math:`G_t` of Eq. 3, keeps ``F``, ``G_{t-1}``, ``z`` and ``G_t``
+  (recomputes ``F + G_{t-1}`` and ``[F; F \odot z]``, no convolution).
+- :class:`CheckpointedASGateStep`: fusion, ASGate and the step's share of the
+  output convolution (Eq. 4) in one function that keeps only ``x``, ``G_{t-1}``
+  and ``G_t``; ``backward`` recomputes ``F_t`` and ``z_t`` (a 1x1 and one 3x3
+  convolution), not the whole step.
+
+Every function runs with autocast off on inputs already in the compute dtype:
+:func:`autocast_cast` gives them the dtype autocast would give a convolution.
+Forward values are computed by the same operations as the plain modules, so
+outputs equal theirs; gradients agree to rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, reduce
+from torch import Tensor
+from torch.autograd.function import FunctionCtx
+
+__all__ = [
+    "CheckpointedASGateStep",
+    "FusedASGate",
+    "FusedFusion",
+    "autocast_cast",
+    "autocast_off",
+    "fused_path_applies",
+]
+
+_AUTOCAST_ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def fused_path_applies(enabled: bool) -> bool:
+    """Whether a module with ``fused=enabled`` takes the fused path now.
+
+    Only when autograd records (nothing is saved otherwise), and never while
+    ``torch.export`` / ONNX export or TorchScript tracing trace the module: they take
+    the plain path, which computes the same values with standard operators.
+    """
+    return (
+        enabled and torch.is_grad_enabled() and not torch.compiler.is_exporting() and not torch._C._get_tracing_state()
+    )
+
+
+def autocast_cast(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """Cast to autocast's dtype what autocast would cast for a convolution (float64 is left alone)."""
+    first = next(t for t in tensors if t is not None)
+    device_type = first.device.type
+    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
+        return tensors
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(t.to(dtype) if t is not None and t.dtype in _AUTOCAST_ELIGIBLE else t for t in tensors)
+
+
+def autocast_off(tensor: Tensor) -> contextlib.AbstractContextManager[object]:
+    """Autocast disabled on ``tensor``'s device (a null context where autocast does not exist, e.g. meta)."""
+    device_type = tensor.device.type
+    if not torch.amp.is_autocast_available(device_type):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, enabled=False)
+
+
+def _conv_backward(
+    grad: Tensor, inputs: Tensor, weight: Tensor, padding: int, needs: tuple[bool, bool, bool]
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Gradients of ``conv2d(inputs, weight, bias, padding=padding)`` w.r.t. input, weight and bias."""
+    if not any(needs):
+        return None, None, None
+    grads = torch.ops.aten.convolution_backward(
+        grad, inputs, weight, [weight.shape[0]], [1, 1], [padding, padding], [1, 1], False, [0, 0], 1, list(needs)
+    )
+    return grads[0], grads[1], grads[2]
+
+
+# --------------------------------------------------------------------------- fusion unit (Eq. 2)
+
+
+def _fusion_branches(
+    x: Tensor, guided: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``tanh(W1 x)`` (``(B, hC, 1, 1)`` for a vector ``x``) and ``tanh(W2 G)`` ``(B, hC, H, W)``."""
+    if x.dim() == 2:
+        branch = torch.tanh(F.linear(x, w1.flatten(1), b1))[:, :, None, None]
+    else:
+        branch = torch.tanh(F.conv2d(x, w1, b1))
+    return branch, torch.tanh(F.conv2d(guided, w2, b2))
+
+
+def fusion_value(x: Tensor, guided: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, heads: int) -> Tensor:
+    """Eq. 2 for all heads: ``tanh(sum_i tanh(W1_i x) * tanh(W2_i G))`` -> ``(B, C, H, W)``."""
+    from_guidance, from_guided = _fusion_branches(x, guided, w1, b1, w2, b2)
+    return torch.tanh(reduce(from_guidance * from_guided, "b (h c) x y -> b c x y", "sum", h=heads))
+
+
+def fusion_grads(
+    saved: tuple[Tensor, ...], heads: int, fused: Tensor, grad: Tensor, needs: tuple[bool, ...]
+) -> tuple[Tensor | None, ...]:
+    """Gradients of :func:`fusion_value` w.r.t. ``(x, G, W1, b1, W2, b2)``, recomputing the wide branches.
+
+    Args:
+        saved: ``(x, G, W1, b1, W2, b2)`` as given to :func:`fusion_value`.
+        heads: ``h``.
+        fused: the forward's output ``F``.
+        grad: ``dL/dF``, ``(B, C, H, W)``.
+        needs: which of the six gradients are wanted.
+    """
+    x, guided, w1, b1, w2, b2 = saved
+    from_guidance, from_guided = (
+        rearrange(branch, "b (h c) x y -> b h c x y", h=heads) for branch in _fusion_branches(x, guided, w1, b1, w2, b2)
+    )
+    grad_sum = torch.ops.aten.tanh_backward(grad, fused)[:, None]  # d/d(sum over heads), broadcast over heads
+    grad_guided_pre = torch.ops.aten.tanh_backward(grad_sum * from_guidance, from_guided).flatten(1, 2)
+    dguided, dw2, db2 = _conv_backward(grad_guided_pre, guided, w2, 0, (needs[1], needs[4], needs[5]))
+    del grad_guided_pre
+    if x.dim() == 2:  # the vector branch is constant over H x W: reduce while multiplying
+        grad_guidance = torch.einsum("bcxy,bhcxy->bhc", grad_sum[:, 0], from_guided)
+        from_guidance = from_guidance[..., 0, 0]
+    else:
+        grad_guidance = grad_sum * from_guided
+    grad_guidance_pre = torch.ops.aten.tanh_backward(grad_guidance, from_guidance).flatten(1, 2)
+    if x.dim() == 2:
+        dx = grad_guidance_pre @ w1.flatten(1) if needs[0] else None
+        dw1 = (grad_guidance_pre.t() @ x).view_as(w1) if needs[2] else None
+        db1 = grad_guidance_pre.sum(0) if needs[3] else None
+    else:
+        dx, dw1, db1 = _conv_backward(grad_guidance_pre, x, w1, 0, (needs[0], needs[2], needs[3]))
+    return dx, dguided, dw1, db1, dw2, db2
+
+
+class FusedFusion(torch.autograd.Function):
+    """Eq. 2 keeping only ``x``, ``G`` and ``F`` for backward (see the module docstring).
+
+    ``apply(x, G, W1, b1, W2, b2, heads)`` with ``x`` ``(B, C'_l)`` or ``(B, C'_l, H, W)``,
+    ``G`` ``(B, C'_v, H, W)``, 1x1 conv weights ``W1`` ``(h C'_v, C'_l, 1, 1)`` and
+    ``W2`` ``(h C'_v, C'_v, 1, 1)``; returns ``F`` ``(B, C'_v, H, W)``.
+    """
+
+    @staticmethod
+    def forward(x: Tensor, guided: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, heads: int) -> Tensor:
+        return fusion_value(x, guided, w1, b1, w2, b2, heads)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.save_for_backward(*inputs[:6], output)
+        ctx.heads = inputs[6]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        *saved, fused = ctx.saved_tensors
+        return (*fusion_grads(tuple(saved), ctx.heads, fused, grad, ctx.needs_input_grad[:6]), None)
+
+
+# --------------------------------------------------------------------------- ASGate (Eq. 3)
+
+
+def asgate_value(
+    fused: Tensor, hidden: Tensor, wz: Tensor, bz: Tensor, wg: Tensor, bg: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Eq. 3: ``(G_t, z_t)`` with ``z_t = sigmoid(W_z * (F + G) + b_z)``, ``G_t = tanh(W_g * [F; F z_t] + b_g)``."""
+    padding = wz.shape[-1] // 2
+    selection = torch.sigmoid(F.conv2d(fused + hidden, wz, bz, padding=padding))
+    new_hidden = torch.tanh(F.conv2d(torch.cat([fused, fused * selection], dim=1), wg, bg, padding=padding))
+    return new_hidden, selection
+
+
+def asgate_grads(saved: tuple[Tensor, ...], grad: Tensor, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
+    """Gradients of :func:`asgate_value`'s ``G_t`` w.r.t. ``(F, G, W_z, b_z, W_g, b_g)``.
+
+    Args:
+        saved: ``(F, G_{t-1}, z_t, G_t, W_z, b_z, W_g, b_g)``.
+        grad: ``dL/dG_t``.
+        needs: which of the six gradients are wanted.
+    """
+    fused, hidden, selection, new_hidden, wz, _, wg, _ = saved
+    channels, padding = fused.shape[1], wz.shape[-1] // 2
+    grad_pre = grad * (1 - new_hidden * new_hidden)
+    stacked = torch.cat([fused, fused * selection], dim=1)
+    need_inputs = needs[0] or needs[1] or needs[2] or needs[3]
+    dstacked, dwg, dbg = _conv_backward(grad_pre, stacked, wg, padding, (need_inputs, needs[4], needs[5]))
+    del stacked
+    if not need_inputs:
+        return None, None, None, None, dwg, dbg
+    assert dstacked is not None
+    dfused_direct, dselected = dstacked[:, :channels], dstacked[:, channels:]
+    grad_z_pre = dselected * fused * selection * (1 - selection)
+    need_sum = needs[0] or needs[1]
+    dsum, dwz, dbz = _conv_backward(grad_z_pre, fused + hidden, wz, padding, (need_sum, needs[2], needs[3]))
+    dfused = dhidden = None
+    if need_sum:
+        assert dsum is not None
+        dfused = dfused_direct + dselected * selection + dsum
+        dhidden = dsum
+    return dfused, dhidden, dwz, dbz, dwg, dbg
+
+
+class FusedASGate(torch.autograd.Function):
+    """Eq. 3 keeping ``F``, ``G_{t-1}``, ``z_t`` and ``G_t`` for backward (see the module docstring).
+
+    ``apply(F, G, W_z, b_z, W_g, b_g)`` -> ``G_t`` ``(B, C, H, W)``.
+    """
+
+    @staticmethod
+    def forward(fused: Tensor, hidden: Tensor, wz: Tensor, bz: Tensor, wg: Tensor, bg: Tensor) -> tuple[Tensor, Tensor]:
+        return asgate_value(fused, hidden, wz, bz, wg, bg)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+        fused, hidden, wz, bz, wg, bg = inputs
+        new_hidden, selection = output
+        ctx.mark_non_differentiable(selection)
+        ctx.save_for_backward(fused, hidden, selection, new_hidden, wz, bz, wg, bg)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor, _grad_selection: Tensor | None) -> tuple[Tensor | None, ...]:
+        return asgate_grads(tuple(ctx.saved_tensors), grad, ctx.needs_input_grad)
+
+
+# --------------------------------------------------------------------------- checkpointed step
+
+
+class CheckpointedASGateStep(torch.autograd.Function):
+    """One fusion + ASGate step and its share of the output conv, keeping only ``x``, ``G_{t-1}``, ``G_t``.
+
+    ``apply(x, G, W1, b1, W2, b2, heads, W_z, b_z, W_g, b_g, W_out)`` with ``W_out``
+    the slice of the output convolution's weight that reads ``F_t`` (no bias), or
+    ``None``; ``W_z, b_z, W_g, b_g`` are ``None`` for a step without a gate. Returns
+    ``(F_t, G_t, partial)`` where ``partial = conv(F_t, W_out)``; ``G_t`` and
+    ``partial`` are zero-size tensors where there is no gate or no ``W_out``.
+    ``backward`` recomputes ``F_t`` and ``z_t``.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, *args: Any) -> tuple[Tensor, Tensor, Tensor]:
+        x, hidden, w1, b1, w2, b2, heads, wz, bz, wg, bg, w_out = args
+        ctx.set_materialize_grads(False)
+        fused = fusion_value(x, hidden, w1, b1, w2, b2, heads)
+        new_hidden = fused.new_empty(0) if wz is None else asgate_value(fused, hidden, wz, bz, wg, bg)[0]
+        partial = fused.new_empty(0) if w_out is None else F.conv2d(fused, w_out, padding=w_out.shape[-1] // 2)
+        ctx.save_for_backward(x, hidden, w1, b1, w2, b2, wz, bz, wg, bg, w_out, new_hidden)
+        ctx.heads = heads  # type: ignore[attr-defined]
+        return fused, new_hidden, partial
+
+    @staticmethod
+    def backward(ctx: Any, dfused: Tensor | None, dnew: Tensor | None, dpartial: Tensor | None) -> tuple[Any, ...]:
+        x, hidden, w1, b1, w2, b2, wz, bz, wg, bg, w_out, new_hidden = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        fusion_saved = (x, hidden, w1, b1, w2, b2)
+        fused = fusion_value(*fusion_saved, ctx.heads)
+        grad_fused = torch.zeros_like(fused) if dfused is None else dfused
+        dw_out = None
+        if w_out is not None and dpartial is not None:
+            dfused_out, dw_out, _ = _conv_backward(
+                dpartial, fused, w_out, w_out.shape[-1] // 2, (True, needs[11], False)
+            )
+            assert dfused_out is not None
+            grad_fused = grad_fused + dfused_out
+        gate_grads: tuple[Tensor | None, ...] = (None,) * 6
+        if dnew is not None and wz is not None:
+            _, selection = asgate_value(fused, hidden, wz, bz, wg, bg)
+            gate_needs = (True, needs[1], needs[7], needs[8], needs[9], needs[10])
+            gate_grads = asgate_grads((fused, hidden, selection, new_hidden, wz, bz, wg, bg), dnew, gate_needs)
+            assert gate_grads[0] is not None
+            grad_fused = grad_fused + gate_grads[0]
+        dx, dhidden, dw1, db1, dw2, db2 = fusion_grads(fusion_saved, ctx.heads, fused, grad_fused, needs[:6])
+        if gate_grads[1] is not None:
+            dhidden = gate_grads[1] if dhidden is None else dhidden + gate_grads[1]
+        return dx, dhidden, dw1, db1, dw2, db2, None, *gate_grads[2:], dw_out
