@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from igf import IGFOutput
+from igf.functional import resize_to
 
 __all__ = [
     "ASPP",
@@ -39,14 +40,6 @@ __all__ = [
     "SegmentationHead",
     "resize_to",
 ]
-
-
-def resize_to(feature: Tensor, size: Sequence[int]) -> Tensor:
-    """Bilinearly resizes ``feature`` (B, C, h, w) to ``size = (H, W)``; a no-op when already that size."""
-    size = (int(size[0]), int(size[1]))
-    if (feature.shape[-2], feature.shape[-1]) == size:
-        return feature
-    return F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
 
 
 class ConvBN(nn.Sequential):

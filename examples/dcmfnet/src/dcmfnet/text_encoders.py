@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from igf.functional import masked_mean
+
 __all__ = [
     "DEFAULT_WORDS",
     "POOLINGS",
@@ -71,8 +73,7 @@ def pool_tokens(tokens: Tensor, attention_mask: Tensor, pooling: str) -> Tensor:
     """Pools token features ``(B, T, C)`` to ``(B, C)``: first token (``"cls"``) or masked mean (``"mean"``)."""
     if pooling == "cls":
         return tokens[:, 0]
-    mask = attention_mask.to(tokens.dtype).unsqueeze(-1)
-    return (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
+    return masked_mean(tokens, attention_mask)
 
 
 class TextEncoder(nn.Module):
