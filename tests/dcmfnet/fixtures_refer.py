@@ -2,7 +2,7 @@
 
 ``make_refer_fixture(root)`` writes::
 
-    root/refcoco/refs(unc).p        pickled list of refs (train/val/testA/testB)
+    root/refcoco/refs(unc).p        list of refs (train/val/testA/testB), pickled as Python 2 does
     root/refcoco/instances.json     COCO json: polygon, compressed-RLE and uncompressed-RLE masks
     root/images/mscoco/images/train2014/COCO_train2014_<id>.jpg
 
@@ -13,14 +13,14 @@ A ref's own ``file_name`` deliberately differs from its image's (as in the real 
 from __future__ import annotations
 
 import json
-import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-__all__ = ["make_refer_fixture"]
+__all__ = ["make_refer_fixture", "python2_pickle"]
 
 _SPLITS = ("train", "train", "val", "val", "testA", "testB")
 
@@ -37,6 +37,57 @@ def _uncompressed_rle(mask: np.ndarray) -> dict[str, object]:
             current, run = int(value), 1
     counts.append(run)
     return {"counts": counts, "size": [int(mask.shape[0]), int(mask.shape[1])]}
+
+
+def python2_pickle(value: object) -> bytes:
+    """``value`` pickled as Python 2's cPickle writes the REFER refs files (protocol 2).
+
+    Byte strings (``str`` in Python 2) as SHORT_BINSTRING/BINSTRING, numbers as BININT/BINFLOAT,
+    containers with MARK ... APPENDS/SETITEMS and a memo entry (BINPUT) each; no global is named.
+    """
+    out = bytearray(b"\x80\x02")
+    memo = [0]
+
+    def put() -> None:
+        out.extend(b"q" + bytes([memo[0]]) if memo[0] < 256 else b"r" + struct.pack("<I", memo[0]))
+        memo[0] += 1
+
+    def emit(item: object) -> None:
+        if item is None:
+            out.extend(b"N")
+        elif isinstance(item, bool):
+            out.extend(b"\x88" if item else b"\x89")
+        elif isinstance(item, int):
+            out.extend(b"J" + struct.pack("<i", item))
+        elif isinstance(item, float):
+            out.extend(b"G" + struct.pack(">d", item))
+        elif isinstance(item, str):
+            data = item.encode("utf-8")
+            out.extend(b"U" + bytes([len(data)]) if len(data) < 256 else b"T" + struct.pack("<i", len(data)))
+            out.extend(data)
+            put()
+        elif isinstance(item, list):
+            out.extend(b"]")
+            put()
+            if item:
+                out.extend(b"(")
+                for element in item:
+                    emit(element)
+                out.extend(b"e")
+        elif isinstance(item, dict):
+            out.extend(b"}")
+            put()
+            if item:
+                out.extend(b"(")
+                for key, element in item.items():
+                    emit(key)
+                    emit(element)
+                out.extend(b"u")
+        else:
+            raise TypeError(f"cannot write {type(item).__name__} as Python 2 would here")
+
+    emit(value)
+    return bytes(out + b".")
 
 
 def make_refer_fixture(root: Path, *, dataset: str = "refcoco", split_by: str = "unc") -> dict[int, np.ndarray]:
@@ -107,8 +158,7 @@ def make_refer_fixture(root: Path, *, dataset: str = "refcoco", split_by: str = 
                     "file_name": f"COCO_train2014_{image_id:012d}_{ann_id}.jpg",  # not the image's name
                 }
             )
-    with (root / dataset / f"refs({split_by}).p").open("wb") as handle:
-        pickle.dump(refs, handle)
+    (root / dataset / f"refs({split_by}).p").write_bytes(python2_pickle(refs))
     categories = [{"id": 1, "name": "thing"}, {"id": 2, "name": "other"}]
     with (root / dataset / "instances.json").open("w") as handle:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, handle)

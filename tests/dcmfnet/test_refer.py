@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from dcmfnet.data import ReferDataset, ReferringTransform
-from dcmfnet.data.refer import MAX_TOKENS
+from dcmfnet.data.refer import MAX_TOKENS, ReferFormatError
 from dcmfnet.metrics import ReferringMetrics
-from tests.dcmfnet.fixtures_refer import make_refer_fixture
+from tests.dcmfnet.fixtures_refer import make_refer_fixture, python2_pickle
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +61,6 @@ def test_missing_root_and_wrong_layout_say_what_was_expected(tmp_path: Path) -> 
 
 
 def test_bad_split_missing_annotation_unreadable_image_empty_sentence(tmp_path: Path) -> None:
-    import json
-    import pickle
-
     make_refer_fixture(tmp_path)
     with pytest.raises(ValueError, match="split 'test' not in"):
         ReferDataset(root=tmp_path, dataset="refcoco", split="test")
@@ -85,3 +85,70 @@ def test_bad_split_missing_annotation_unreadable_image_empty_sentence(tmp_path: 
     with pytest.raises(ValueError, match="annotation 999"):
         ReferDataset(root=tmp_path, dataset="refcoco", split="val")
     json.loads((tmp_path / "refcoco" / "instances.json").read_text())  # the fixture's json is plain COCO
+
+
+class _Touch:
+    """Pickles to "call open(path, 'w')": what a tampered refs file could run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.path), "w"))
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_a_refs_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path: Path, protocol: int) -> None:
+    make_refer_fixture(tmp_path)
+    refs_path = tmp_path / "refcoco" / "refs(unc).p"
+    refs = pickle.loads(refs_path.read_bytes())
+    marker = tmp_path / "owned"
+    refs[0]["split"] = _Touch(marker)
+    refs_path.write_bytes(pickle.dumps(refs, protocol=protocol))
+    with pytest.raises(ReferFormatError, match=r"refs\(unc\)\.p: refused.*names the global io\.open"):
+        ReferDataset(root=tmp_path, dataset="refcoco", split="val")
+    assert not marker.exists()
+
+
+def test_python2_refs_load_as_plain_data(tmp_path: Path) -> None:
+    make_refer_fixture(tmp_path)  # written as Python 2's cPickle does (protocol 2, byte strings)
+    refs_path = tmp_path / "refcoco" / "refs(unc).p"
+    refs = pickle.loads(refs_path.read_bytes())
+    refs[4]["sentences"][0]["sent"] = "the caf\u00e9 sign"  # UTF-8 bytes in a Python 2 str
+    refs_path.write_bytes(python2_pickle(refs))
+    ds = ReferDataset(root=tmp_path, dataset="refcoco", split="val")
+    assert ds.expression(0) == "the caf\u00e9 sign" and len(ds) == 8
+
+
+def _drop_split(root: Path) -> None:
+    path = root / "refcoco" / "refs(unc).p"
+    refs = pickle.loads(path.read_bytes())
+    del refs[3]["split"]
+    path.write_bytes(python2_pickle(refs))
+
+
+def _refs_as_dict(root: Path) -> None:
+    path = root / "refcoco" / "refs(unc).p"
+    path.write_bytes(python2_pickle({"refs": pickle.loads(path.read_bytes())}))
+
+
+def _drop_annotations(root: Path) -> None:
+    path = root / "refcoco" / "instances.json"
+    instances = json.loads(path.read_text())
+    del instances["annotations"]
+    path.write_text(json.dumps(instances))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_drop_split, r"refcoco/refs\(unc\)\.p: ref 2100 has no 'split'"),
+        (_refs_as_dict, r"refcoco/refs\(unc\)\.p: holds a dict, expected a list of refs"),
+        (_drop_annotations, r"refcoco/instances\.json: has no 'annotations'"),
+    ],
+)
+def test_structural_errors_name_the_file_and_the_key(tmp_path: Path, damage: Any, message: str) -> None:
+    make_refer_fixture(tmp_path)
+    damage(tmp_path)
+    with pytest.raises(ReferFormatError, match=message):
+        ReferDataset(root=tmp_path, dataset="refcoco", split="val")

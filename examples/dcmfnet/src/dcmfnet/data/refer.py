@@ -10,6 +10,12 @@ Layout (SPEC §3)::
 
 Every sentence of a ref is a sample. A ref's own ``file_name`` is not the image's file name:
 the image is found through ``instances.json``.
+
+The refs file is a pickle (written by Python 2, protocol 2). It is read with an unpickler that
+admits no global at all: the real files hold only lists, dicts, strings and numbers, which
+pickle encodes without naming a class or function, so a file that names one (the only way a
+pickle can run code) is refused before anything in it runs. Structural errors name the file
+and the key (``refs(unc).p: ref 12 has no 'split'``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
+from dcmfnet.command_line import InputError
 from dcmfnet.data.base import RawSample, ReferringDataset
 from dcmfnet.data.transforms import ReferringTransform
 
@@ -33,8 +40,11 @@ __all__ = [
     "IMAGE_DIRS",
     "MAX_TOKENS",
     "ReferDataset",
+    "ReferFormatError",
     "ReferSample",
     "decode_segmentation",
+    "load_instances",
+    "load_refs",
 ]
 
 #: Image folder of each dataset, relative to the data root.
@@ -67,6 +77,80 @@ class ReferSample:
     image_id: int
     sent_id: int
     sentence: str
+
+
+class ReferFormatError(InputError):
+    """A REFER file is not what the toolkit writes (a refused pickle, a missing key); the message names both."""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Loads only what pickle encodes without a global: lists, dicts, tuples, strings, numbers, booleans, None."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"it names the global {module}.{name}, and a refs file holds only plain data")
+
+
+#: Keys every ref must have, and every sentence of a ref.
+_REF_KEYS = ("ref_id", "ann_id", "image_id", "split", "sentences")
+_SENTENCE_KEYS = ("sent_id",)
+
+
+def load_refs(path: Path) -> list[dict[str, Any]]:
+    """Read a REFER ``refs(<splitBy>).p`` without running code from it, and check its structure.
+
+    Raises:
+        ReferFormatError: the file names a global (code), is not a pickle, is not a list of refs, or a ref
+            lacks one of ``ref_id``, ``ann_id``, ``image_id``, ``split``, ``sentences`` (or a sentence its ``sent_id``).
+    """
+    try:
+        with path.open("rb") as handle:
+            refs = _PlainUnpickler(handle, encoding="utf-8").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as error:
+        raise ReferFormatError(f"{path}: refused, not a plain-data REFER refs pickle: {error}") from None
+    if not isinstance(refs, list):
+        raise ReferFormatError(f"{path}: holds a {type(refs).__name__}, expected a list of refs")
+    for index, ref in enumerate(refs):
+        if not isinstance(ref, dict):
+            raise ReferFormatError(f"{path}: ref #{index} is a {type(ref).__name__}, expected a dict")
+        name = f"ref {ref['ref_id']}" if "ref_id" in ref else f"ref #{index}"
+        for key in _REF_KEYS:
+            if key not in ref:
+                raise ReferFormatError(f"{path}: {name} has no {key!r}")
+        if not isinstance(ref["sentences"], list):
+            raise ReferFormatError(f"{path}: {name}'s 'sentences' is a {type(ref['sentences']).__name__}, not a list")
+        for sentence in ref["sentences"]:
+            if not isinstance(sentence, dict) or "sent_id" not in sentence:
+                raise ReferFormatError(f"{path}: {name} has a sentence without 'sent_id': {sentence!r}")
+    return refs
+
+
+def load_instances(path: Path) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Read a COCO ``instances.json``; return its images and annotations by id.
+
+    Raises:
+        ReferFormatError: not JSON, not a dict, no ``images`` or ``annotations`` list, or an entry without ``id``
+            (an image also needs ``file_name``, an annotation ``segmentation``).
+    """
+    try:
+        with path.open() as handle:
+            instances = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ReferFormatError(f"{path}: not valid JSON: {error}") from None
+    if not isinstance(instances, dict):
+        raise ReferFormatError(f"{path}: holds a {type(instances).__name__}, expected a COCO dict")
+    tables = {}
+    for section, keys in (("images", ("id", "file_name")), ("annotations", ("id", "segmentation"))):
+        entries = instances.get(section)
+        if not isinstance(entries, list):
+            found = "no" if entries is None else f"a {type(entries).__name__} as"
+            raise ReferFormatError(f"{path}: has {found} {section!r}; a COCO instances file holds lists "
+                                   "'images' and 'annotations'")  # fmt: skip
+        for index, entry in enumerate(entries):
+            missing = [key for key in keys if not isinstance(entry, dict) or key not in entry]
+            if missing:
+                raise ReferFormatError(f"{path}: {section}[{index}] has no {missing[0]!r}")
+        tables[section] = {entry["id"]: entry for entry in entries}
+    return tables["images"], tables["annotations"]
 
 
 def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
@@ -114,8 +198,9 @@ class ReferDataset(ReferringDataset):
     Raises:
         FileNotFoundError: the root or one of the layout's files is missing (the message shows the
             expected layout).
-        ValueError: the split does not exist, a ref names an annotation or image that
-            ``instances.json`` lacks, or a sentence is empty.
+        ReferFormatError: (a ``ValueError``) a file is refused (see :func:`load_refs`, :func:`load_instances`),
+            a ref names an annotation or image that ``instances.json`` lacks, or a sentence is empty.
+        InputError: the split does not exist.
     """
 
     def __init__(
@@ -146,31 +231,29 @@ class ReferDataset(ReferringDataset):
                 raise FileNotFoundError(f"missing {path}; {_layout_help(root, dataset, split_by)}")
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"missing image folder {self.image_dir}; {_layout_help(root, dataset, split_by)}")
-        with refs_path.open("rb") as handle:
-            refs = pickle.load(handle)
-        with instances_path.open() as handle:
-            instances = json.load(handle)
-        if not isinstance(refs, list) or not {"images", "annotations"} <= set(instances):
-            raise ValueError(
-                f"{refs_path} must hold a list of refs and {instances_path} a COCO dict with 'images' and 'annotations'"
-            )
-        self.images: dict[int, dict[str, Any]] = {image["id"]: image for image in instances["images"]}
-        self.annotations: dict[int, dict[str, Any]] = {ann["id"]: ann for ann in instances["annotations"]}
+        refs = load_refs(refs_path)
+        self.images, self.annotations = load_instances(instances_path)
         available = sorted({ref["split"] for ref in refs})
         if split not in available:
-            raise ValueError(f"split {split!r} not in {refs_path}; it has {available}")
+            raise InputError(f"split {split!r} not in {refs_path}; it has {available}")
         samples: list[ReferSample] = []
         for ref in refs:
             if ref["split"] != split:
                 continue
             if ref["ann_id"] not in self.annotations:
-                raise ValueError(f"ref {ref['ref_id']} names annotation {ref['ann_id']}, missing from {instances_path}")
+                raise ReferFormatError(
+                    f"{refs_path}: ref {ref['ref_id']} names annotation {ref['ann_id']}, missing from {instances_path}"
+                )
             if ref["image_id"] not in self.images:
-                raise ValueError(f"ref {ref['ref_id']} names image {ref['image_id']}, missing from {instances_path}")
+                raise ReferFormatError(
+                    f"{refs_path}: ref {ref['ref_id']} names image {ref['image_id']}, missing from {instances_path}"
+                )
             for sentence in ref["sentences"]:
                 text = str(sentence.get("sent") or sentence.get("raw") or "").strip()
                 if not text:
-                    raise ValueError(f"ref {ref['ref_id']} has an empty sentence (sent_id {sentence.get('sent_id')})")
+                    raise ReferFormatError(
+                        f"{refs_path}: ref {ref['ref_id']} has an empty sentence (sent_id {sentence['sent_id']})"
+                    )
                 samples.append(
                     ReferSample(
                         ref_id=int(ref["ref_id"]),
