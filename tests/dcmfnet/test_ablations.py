@@ -1,0 +1,265 @@
+"""The ablation runner: its statistics, its tables of the paper, its reports, and ``dcmfnet ablate`` end to end."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dcmfnet.ablations import command
+from dcmfnet.ablations.records import read_records
+from dcmfnet.ablations.report import table_markdown
+from dcmfnet.ablations.runner import MANAGED_KEYS, METRIC_KEYS, plan_runs
+from dcmfnet.ablations.statistics import Interval, mean_interval, paired_difference, t_quantile, verdict
+from dcmfnet.ablations.tables import FULL_KEY, FULL_MODEL, TABLES, rows_by_key
+from dcmfnet.command_line import InputError
+from dcmfnet.config import load_model_config
+from tests.dcmfnet.tiny_run import CPU_CONFIG, TINY
+
+# Two-sided 95% Student-t critical values as printed in standard tables (e.g. NIST/SEMATECH e-Handbook, 1.3.6.7.2).
+PUBLISHED_T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+                  10: 2.228, 20: 2.086, 30: 2.042, 100: 1.984}  # fmt: skip
+
+
+# -- statistics ----------------------------------------------------------------------------------
+
+
+def test_t_quantile_matches_published_values() -> None:
+    for dof, expected in PUBLISHED_T_95.items():
+        assert t_quantile(dof) == pytest.approx(expected, abs=5e-4), dof
+    assert t_quantile(5, 0.90) == pytest.approx(2.015, abs=5e-4)
+    assert t_quantile(3, 0.99) == pytest.approx(5.841, abs=5e-4)
+
+
+def test_t_quantile_matches_scipy_to_float_precision() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for dof in [*range(1, 41), 99, 500]:
+        for confidence in (0.8, 0.95, 0.99):
+            assert t_quantile(dof, confidence) == pytest.approx(stats.t.ppf((1 + confidence) / 2, dof), rel=1e-10)
+
+
+@pytest.mark.parametrize(("dof", "confidence"), [(0, 0.95), (2.5, 0.95), (True, 0.95), (3, 1.0), (3, 0.0)])
+def test_t_quantile_rejects_bad_input(dof: Any, confidence: float) -> None:
+    with pytest.raises(ValueError, match=r"dof|confidence"):
+        t_quantile(dof, confidence)
+
+
+def test_mean_interval_known_values() -> None:
+    interval = mean_interval([0.61, 0.64, 0.60])
+    # mean 0.61667, s = sqrt(((-1/150)^2 + (7/300)^2 + (-1/60)^2) / 2) = 0.020817, t_{0.975,2} = 4.302653
+    assert interval.mean == pytest.approx(0.616667, abs=1e-6)
+    assert interval.half_width == pytest.approx(4.302653 * 0.0208167 / math.sqrt(3), rel=1e-5)
+    assert interval.half_width == pytest.approx(0.051712, abs=1e-6)
+    assert interval.count == 3
+    assert mean_interval([0.5]) == Interval(0.5, None, 1)
+    with pytest.raises(ValueError, match="at least one"):
+        mean_interval([])
+
+
+def test_paired_difference_pairs_by_seed_and_drops_unpaired_seeds() -> None:
+    variant = {0: 0.50, 1: 0.60, 2: 0.70, 3: 0.90}
+    full = {0: 0.40, 1: 0.55, 2: 0.60, 7: 0.10}
+    difference = paired_difference(variant, full)
+    assert difference is not None
+    # differences 0.10, 0.05, 0.10: mean 0.083333, s = 0.028868, half-width 4.302653 * s / sqrt(3) = 0.071711
+    assert difference.count == 3
+    assert difference.mean == pytest.approx(0.083333, abs=1e-6)
+    assert difference.half_width == pytest.approx(0.071711, abs=1e-6)
+    # pairing removes the seed-to-seed spread that an unpaired comparison keeps
+    unpaired = mean_interval([0.50, 0.60, 0.70]).half_width
+    assert unpaired is not None and difference.half_width < unpaired
+    assert paired_difference({0: 0.5}, {1: 0.5}) is None
+
+
+@pytest.mark.parametrize(
+    ("mean", "half_width", "paper", "expected"),
+    [
+        (-0.02, 0.01, -0.5, "holds"),  # paper: the variant is worse; so it is here, CI below 0
+        (0.02, 0.01, 0.3, "holds"),
+        (0.02, 0.01, -0.5, "reverses"),
+        (-0.02, 0.01, 0.3, "reverses"),
+        (-0.02, 0.03, -0.5, "within noise"),
+        (0.0, 0.0, -0.5, "within noise"),
+        (-0.02, None, -0.5, "n/a (1 seed)"),
+        (-0.02, 0.01, 0.0, "—"),
+        (-0.02, 0.01, None, "—"),
+    ],
+)
+def test_verdict(mean: float, half_width: float | None, paper: float | None, expected: str) -> None:
+    assert verdict(Interval(mean, half_width, 3), paper) == expected
+
+
+# -- the paper's tables ----------------------------------------------------------------------------
+
+
+def test_every_row_is_a_valid_model_and_rows_sharing_a_key_are_one_model() -> None:
+    for table in TABLES.values():
+        assert sum(row.is_full for row in table.rows) >= 1
+        for row in table.rows:
+            assert set(row.changes) <= set(FULL_MODEL)
+            config = load_model_config("model_cpu", [override.removeprefix("model.") for override in row.overrides()])
+            for name, value in row.switches().items():
+                assert getattr(config, name) == value
+            assert rows_by_key()[row.key].switches() == row.switches(), row.key
+    assert rows_by_key()[FULL_KEY].switches() == dict(FULL_MODEL)
+    distinct = [tuple(sorted(row.switches().items())) for row in rows_by_key().values()]
+    assert len(distinct) == len(set(distinct)), "two keys name the same model"
+
+
+def test_paper_numbers_match_spec_section_4() -> None:
+    oiou = {table: [row.paper["overall_iou"] for row in TABLES[table].rows] for table in TABLES}
+    assert oiou[4] == [69.91, 70.37, 70.48, 70.68, 71.00, 70.36, 70.33]
+    assert oiou[6] == [70.17, 70.61, 71.00]
+    assert [row.paper_params for row in TABLES[6].rows] == [4.72, 3.54, 1.77]
+    full_row_4 = TABLES[2].rows[3]
+    assert full_row_4.is_full and full_row_4.paper_row == "4"
+    assert [full_row_4.paper[f"precision@{t}"] for t in ("0.5", "0.6", "0.7", "0.8", "0.9")] == [
+        83.81, 80.30, 74.78, 63.83, 34.02
+    ]  # fmt: skip
+    assert {row.paper_row: row.paper["overall_iou"] for row in TABLES[2].rows}["7"] == 68.66
+    assert TABLES[2].rows[0].paper["overall_iou"] == 66.92
+    assert all(row.paper["overall_iou"] == 71.00 for table in TABLES.values() for row in table.rows if row.is_full)
+
+
+def test_parse_seeds() -> None:
+    assert command.parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert command.parse_seeds("0,1,2") == [0, 1, 2]
+    assert command.parse_seeds("3-4,0,4") == [3, 4, 0]
+    for bad in ("", "a", "1-x", "-1"):
+        with pytest.raises(InputError, match="--seeds"):
+            command.parse_seeds(bad)
+
+
+def test_plan_runs_shares_the_full_model_and_refuses_overrides_of_switches() -> None:
+    rows = [row for number in (2, 4) for row in TABLES[number].rows]
+    specs = plan_runs(rows, [0, 1], steps=10, config="cpu_synthetic", dataset="synthetic")
+    ids = [spec.run_id for spec in specs]
+    assert ids[0] == "full-s0" and ids.count("full-s0") == 1 and ids.count("no-mlff-s1") == 1
+    assert len(ids) == 2 * (len(TABLES[2].keys()) + len(TABLES[4].keys()) - 1)
+    assert ids.index("full-s1") > max(i for i, run_id in enumerate(ids) if run_id.endswith("-s0"))
+    full = specs[0]
+    assert full.table == (2, 4, 5, 6) and "2:12" in full.paper_rows
+    overrides = full.train_overrides()
+    assert "train.max_steps=10" in overrides and "optim.schedule_by=steps" in overrides and "train.seed=0" in overrides
+    for item in ["model.igf_layers=2", "train.seed=3", *(f"{key}=1" for key in MANAGED_KEYS)]:
+        with pytest.raises(InputError, match="sets"):
+            plan_runs(rows, [0], steps=10, config="cpu_synthetic", dataset="synthetic", global_overrides=[item])
+
+
+def _record(row: str, seed: int, oiou: float) -> dict[str, Any]:
+    metrics = dict.fromkeys(METRIC_KEYS, 0.5) | {"overall_iou": oiou}
+    return {
+        "run_id": f"{row}-s{seed}", "row": row, "seed": seed, "config": "c", "dataset": "d", "steps": 10,
+        "global_overrides": [], "eval_splits": ["val"], "metrics": {"val": metrics}, "parameters": 1000,
+        "commit": "abc",
+    }  # fmt: skip
+
+
+def test_table_markdown_verdicts_and_resolution() -> None:
+    full = [0.60, 0.62, 0.64]
+    records = [_record(FULL_KEY, seed, value) for seed, value in enumerate(full)]
+    # ConvGRU worse than ASGate by 5 points at every seed (as in the paper), ConvLSTM better (against it)
+    records += [_record("gate-convgru", seed, value - 0.05) for seed, value in enumerate(full)]
+    records += [_record("gate-convlstm", seed, value + 0.03 + 0.001 * seed) for seed, value in enumerate(full)]
+    markdown = table_markdown(TABLES[6], records)
+    lines: dict[str, str] = {}
+    for line in markdown.splitlines():  # the first table: overall IoU on val
+        if line.startswith("| "):
+            lines.setdefault(line.split("|")[1].strip(), line)
+    assert "-5.00 ± 0.00" in lines["ConvGRUCell"] and "| -0.39 |" in lines["ConvGRUCell"]
+    assert lines["ConvGRUCell"].rstrip().endswith("| holds |")
+    assert lines["ConvLSTMCell"].rstrip().endswith("| reverses |")
+    assert "62.00 ± 4.97" in lines["ASGate"] and "reference" in lines["ASGate"]
+    half_width = 100 * t_quantile(2) * 0.02 / math.sqrt(3)
+    assert f"95% CI half-width {half_width:.2f} points over 3 seeds" in markdown
+    assert "(paper 1.77M)" in lines["ASGate"]
+    with pytest.raises(InputError, match="mix several steps"):
+        table_markdown(TABLES[6], [*records, _record("gate-convgru", 5, 0.5) | {"steps": 20}])
+
+
+# -- end to end ------------------------------------------------------------------------------------
+
+#: The tiny run of the trainer's tests, less what the runner sets itself, with a tiny test split.
+_RUNNER_KEYS = {*MANAGED_KEYS, *(f"model.{name}" for name in FULL_MODEL)}
+ABLATION_TINY = [item for item in TINY if item.split("=")[0] not in _RUNNER_KEYS] + ["data.synthetic.test_samples=8"]
+TINY_TABLE = ["--table", "6", "--rows", "gate-convgru", "--seeds", "0,1", "--steps", "3", "--config", str(CPU_CONFIG)]
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Table 6 shrunk to two rows (full model, ConvGRU) x two seeds x three steps, two jobs at a time."""
+    output = tmp_path_factory.mktemp("ablation")
+    assert command.main([*TINY_TABLE, "--jobs", "2", "--output-dir", str(output), *ABLATION_TINY]) == 0
+    return output
+
+
+def test_ablation_records_every_run(ablation: Path) -> None:
+    records = {record["run_id"]: record for record in read_records(ablation)}
+    assert sorted(records) == ["full-s0", "full-s1", "gate-convgru-s0", "gate-convgru-s1"]
+    for record in records.values():
+        assert record["steps"] == 3 and record["dataset"] == "synthetic"
+        assert set(record["metrics"]) == {"val", "test"}
+        for split in ("val", "test"):
+            assert set(METRIC_KEYS) <= set(record["metrics"][split])
+            assert record["metrics"][split]["num_samples"] == 8
+        assert record["parameters"] > 0 and record["steps_per_second"] > 0 and record["wall_seconds"] > 0
+        assert "commit" in record and record["global_overrides"] == ABLATION_TINY
+    assert records["gate-convgru-s0"]["overrides"][-1] == "model.igf_gate=convgru"
+    assert records["gate-convgru-s0"]["parameters"] > records["full-s0"]["parameters"]  # ConvGRU is the larger gate
+    assert records["full-s0"]["table"] == [2, 4, 5, 6]
+    assert (ablation / "COMMAND.txt").read_text().splitlines()[1].startswith("dcmfnet ablate --table 6 --rows")
+
+
+def test_ablation_writes_markdown_and_plot(ablation: Path) -> None:
+    markdown = (ablation / "table6.md").read_text()
+    assert markdown.startswith("# Table 6")
+    assert "**Resolution**: the full model's val overall IoU is" in markdown
+    assert "## Overall IoU (test)" in markdown and "![Table 6](table6.png)" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| ConvGRUCell")]
+    assert len(rows) == 3 and "| 2 |" in rows[0]  # two seeds
+    assert (ablation / "table6.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (ablation / "table2.md").exists()
+
+
+def test_recorded_runs_are_skipped(ablation: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a recorded run was started again")
+
+    monkeypatch.setattr("dcmfnet.ablations.runner.execute_run", refuse)
+    before = (ablation / "runs.jsonl").read_text()
+    assert command.main([*TINY_TABLE, "--output-dir", str(ablation), *ABLATION_TINY]) == 0
+    assert (ablation / "runs.jsonl").read_text() == before
+    # and a folder of other settings is refused rather than mixed
+    assert command.main([*TINY_TABLE[:-4], "--steps", "4", "--config", str(CPU_CONFIG),
+                         "--output-dir", str(ablation), *ABLATION_TINY]) == 2  # fmt: skip
+
+
+def test_only_reruns_a_recorded_run_with_the_same_metrics(
+    ablation: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "only"
+    assert command.main(["--only", "full-s1", "--from", str(ablation), "--output-dir", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert "full-s1: recorded in" in printed and "val      overall_iou" in printed
+    recorded = {record["run_id"]: record for record in read_records(ablation)}["full-s1"]
+    [rerun] = read_records(output)
+    assert rerun["run_id"] == "full-s1" and rerun["overrides"] == recorded["overrides"]
+    assert recorded["metrics"]["val"]["overall_iou"] > 0  # a real score, not a trivial 0 = 0
+    for split in ("val", "test"):
+        for key in METRIC_KEYS:
+            assert rerun["metrics"][split][key] == pytest.approx(recorded["metrics"][split][key], abs=1e-6)
+    assert command.main(["--only", "nope-s0", "--from", str(ablation), "--output-dir", str(output)]) == 2
+    assert command.main(["--only", "full-s1", "--from", str(ablation), "--output-dir", str(ablation)]) == 2
+
+
+def test_report_only_rebuilds_the_tables_from_runs_jsonl(ablation: Path, tmp_path: Path) -> None:
+    output = tmp_path / "report"
+    output.mkdir()
+    shutil.copy(ablation / "runs.jsonl", output / "runs.jsonl")
+    assert command.main(["--report-only", "--output-dir", str(output)]) == 0
+    assert (output / "table6.md").read_text() == (ablation / "table6.md").read_text()
+    assert (output / "table6.png").exists() and not (output / "table4.md").exists()
+    assert command.main(["--report-only", "--output-dir", str(tmp_path / "empty")]) == 2
