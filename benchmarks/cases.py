@@ -24,24 +24,25 @@ E_dec   M_dec (6, 256, 60,    V1 (6, 256, 120, 120)      128    128    128
 CPU runs use :func:`reduced` copies of the OS8 placements: batch 2, channels / 4,
 spatial size / 4 (e.g. E3: X (2, 64), Y (2, 256, 15, 15), C'_v 128, C'_l 64).
 
-Every case is a frozen dataclass; :meth:`build` returns a :class:`Workload`
-(the callable that is timed, the eager callable used for FLOPs and the conv
-floor, shapes and parameter count).
+Every case is a frozen dataclass; :meth:`build` returns a
+:class:`~benchmarks.workload.Workload` (the callable that is timed, the eager
+callable used for FLOPs and the conv floor, shapes and parameter count). The
+DCMFNet end-to-end case lives in :mod:`benchmarks.dcmfnet`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import importlib
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
 
+from benchmarks.saved import saved_bytes
+from benchmarks.workload import Precision, Workload, autocast_context
+
 Pass = Literal["fwd", "fwdbwd"]
-Precision = Literal["fp32", "bf16", "fp16"]
 Guidance = Literal["vector", "tiled", "map"]
 
 GATE_NAMES: tuple[str, ...] = ("asgate", "convgru", "convlstm")
@@ -121,6 +122,14 @@ def reduced(p: Placement, *, batch: int = 2, channel_div: int = 4, spatial_div: 
     )
 
 
+def spec_memory_placements() -> tuple[Placement, ...]:
+    """The two IGF shapes at which SPEC §6 quotes saved activations (E3-like and E_dec-like, batch 2)."""
+    return (
+        Placement("E3-like", 2, 256, None, 128, (30, 30), 64, 64, 128),
+        Placement("E_dec-like", 2, 64, (15, 15), 32, (60, 60), 32, 32, 32),
+    )
+
+
 def placements_for(device: torch.device, quick: bool, output_stride: int = 8) -> tuple[Placement, ...]:
     """The placements benchmarked on ``device``: the paper's on CUDA, reduced OS8 ones on CPU."""
     if quick:
@@ -131,29 +140,6 @@ def placements_for(device: torch.device, quick: bool, output_stride: int = 8) ->
 
 
 # --------------------------------------------------------------------------- workloads
-
-
-@dataclasses.dataclass
-class Workload:
-    """A built case.
-
-    Attributes:
-        step: the callable that is timed (compiled where the case says so).
-        reference_step: the same work in eager mode, used for FLOPs and the conv floor.
-        shapes: input shapes by name.
-        parameters: number of parameters of the module.
-        items: samples per call (for samples/s).
-        compile_seconds: wall time of the first call(s) of a compiled step, else ``None``.
-        notes: anything a reader of the record should know.
-    """
-
-    step: Callable[[], Any]
-    reference_step: Callable[[], Any]
-    shapes: dict[str, list[int]]
-    parameters: int
-    items: int
-    compile_seconds: float | None = None
-    notes: str = ""
 
 
 class Case(Protocol):
@@ -168,14 +154,6 @@ class Case(Protocol):
     def fields(self) -> dict[str, Any]: ...
 
     def build(self, device: torch.device) -> Workload: ...
-
-
-def autocast_context(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[Any]:
-    """``torch.autocast`` for bf16/fp16, a null context for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _randn(
@@ -371,6 +349,7 @@ class IGFCase:
     precision: Precision = "fp32"
     guidance: Guidance = "vector"
     checkpoint: bool = False
+    fused: bool = True
     kind: str = "igf"
 
     @property
@@ -381,6 +360,7 @@ class IGFCase:
                 ("compiled", self.compiled),
                 ("channels_last", self.channels_last),
                 ("checkpoint", self.checkpoint),
+                ("plain", not self.fused),
             )
             if on
         ]
@@ -408,6 +388,7 @@ class IGFCase:
             "precision": self.precision,
             "guidance": self.guidance,
             "checkpoint": self.checkpoint,
+            "fused": self.fused,
         }
 
     def build(self, device: torch.device) -> Workload:
@@ -425,6 +406,7 @@ class IGFCase:
             guidance_hidden_channels=p.guidance_hidden_channels,
             out_channels=p.out_channels,
             checkpoint=self.checkpoint,
+            fused=self.fused,
             device=device,
         )
         if self.channels_last:
@@ -446,7 +428,7 @@ class IGFCase:
         y = _randn(y_shape, device, gen, self.channels_last, requires_grad=grad)
         out_shape = torch.Size((p.batch, p.out_channels, *p.size))
         module.train(grad)
-        return _finish(
+        work = _finish(
             module,
             (x, y),
             {},
@@ -460,59 +442,13 @@ class IGFCase:
             {"guidance": list(x.shape), "guided": list(y_shape)},
             p.batch,
         )
+        if grad:
 
+            def forward() -> Any:
+                with autocast_context(device, self.precision):
+                    return module(x, y)
 
-# --------------------------------------------------------------------------- DCMFNet end to end
-
-
-def dcmfnet_available() -> tuple[bool, str]:
-    """Whether ``dcmfnet.config.build_model`` can be imported (and why not)."""
-    try:
-        importlib.import_module("dcmfnet.config")
-    except Exception as e:
-        return False, f"dcmfnet is not importable ({type(e).__name__}: {e})"
-    return True, ""
-
-
-@dataclasses.dataclass(frozen=True)
-class DCMFNetCase:
-    """One DCMFNet train step (forward, BCE loss, backward, Adam step) or inference forward.
-
-    Attributes:
-        config: path of a YAML file with the model settings (a ``ModelConfig``, or a run
-            config with a ``model:`` section).
-        batch: images per step.
-        image_size: square input size.
-        text_length: tokens per expression.
-    """
-
-    config: str
-    pass_: Literal["train", "infer"]
-    batch: int
-    image_size: int
-    text_length: int = 15
-    precision: Precision = "fp32"
-    compiled: bool = False
-    channels_last: bool = False
-    kind: str = "dcmfnet"
-
-    @property
-    def name(self) -> str:
-        stem = self.config.rsplit("/", 1)[-1].removesuffix(".yaml")
-        return f"dcmfnet/{stem}/{self.pass_}/{self.precision}/b{self.batch}/{self.image_size}px"
-
-    def fields(self) -> dict[str, Any]:
-        return {
-            "config": self.config,
-            "pass": self.pass_,
-            "precision": self.precision,
-            "batch": self.batch,
-            "image_size": self.image_size,
-            "compiled": self.compiled,
-            "channels_last": self.channels_last,
-        }
-
-    def build(self, device: torch.device) -> Workload:
-        from benchmarks.dcmfnet import build_dcmfnet_step
-
-        return build_dcmfnet_step(self, device)
+            work.forward = forward
+            work.saved_bytes = saved_bytes(module, forward)
+            work.map_bytes = p.batch * p.hidden_channels * p.size[0] * p.size[1] * 4
+        return work

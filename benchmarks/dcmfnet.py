@@ -1,5 +1,8 @@
 """End-to-end DCMFNet cases: one training step and one inference forward.
 
+A case whose config cannot be found, or a missing ``dcmfnet`` package, is an error
+of that case (recorded, and the run exits 1), never a silent skip.
+
 Uses the example package's public interface only (``dcmfnet.config``:
 ``ModelConfig`` and ``build_model``; ``DCMFNet.forward(images, text)``,
 ``model.tokenize`` and ``model.parameter_groups``).
@@ -7,16 +10,14 @@ Uses the example package's public interface only (``dcmfnet.config``:
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.cases import Workload, autocast_context
-
-if TYPE_CHECKING:
-    from benchmarks.cases import DCMFNetCase
+from benchmarks.workload import Precision, Workload, autocast_context
 
 
 def _build(config: str, device: torch.device) -> tuple[Any, str]:
@@ -102,3 +103,45 @@ def build_dcmfnet_step(case: DCMFNetCase, device: torch.device) -> Workload:
 
     compile_seconds = wall_time(step, device) if case.compiled else None
     return Workload(step, reference, shapes, params, b, compile_seconds, notes)
+
+
+@dataclasses.dataclass(frozen=True)
+class DCMFNetCase:
+    """One DCMFNet train step (forward, BCE loss, backward, Adam step) or inference forward.
+
+    Attributes:
+        config: name of a shipped config (``model_cpu``) or path of a YAML file with the model
+            settings; a config that cannot be found makes :meth:`build` raise (the run records an error).
+        batch: images per step.
+        image_size: square input size.
+        text_length: tokens per expression.
+    """
+
+    config: str
+    pass_: Literal["train", "infer"]
+    batch: int
+    image_size: int
+    text_length: int = 15
+    precision: Precision = "fp32"
+    compiled: bool = False
+    channels_last: bool = False
+    kind: str = "dcmfnet"
+
+    @property
+    def name(self) -> str:
+        stem = self.config.rsplit("/", 1)[-1].removesuffix(".yaml")
+        return f"dcmfnet/{stem}/{self.pass_}/{self.precision}/b{self.batch}/{self.image_size}px"
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "pass": self.pass_,
+            "precision": self.precision,
+            "batch": self.batch,
+            "image_size": self.image_size,
+            "compiled": self.compiled,
+            "channels_last": self.channels_last,
+        }
+
+    def build(self, device: torch.device) -> Workload:
+        return build_dcmfnet_step(self, device)

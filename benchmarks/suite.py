@@ -10,7 +10,9 @@ depth       full IGF for L = 1..7 and every gate (time vs L)
 compile     eager vs ``torch.compile`` (compile time reported apart)
 layout      contiguous vs channels_last
 precision   fp32 vs bf16 autocast (and fp16 on CUDA)
-checkpoint  activation checkpointing on/off: time and peak memory, L sweep
+checkpoint  activation checkpointing on/off: time, peak memory and saved activations, L sweep
+fused       fused (default) vs plain (``fused=False``, the previous implementation) fwd+bwd: time,
+            saved activations and output difference, at the SPEC §6 shapes and every placement
 dcmfnet     DCMFNet train step and inference, end to end
 ==========  ==================================================================
 
@@ -27,16 +29,28 @@ import torch
 
 from benchmarks.cases import (
     GATE_NAMES,
-    DCMFNetCase,
     FusionCase,
     GateCase,
     IGFCase,
     Pass,
     Placement,
     placements_for,
+    spec_memory_placements,
 )
+from benchmarks.dcmfnet import DCMFNetCase
 
-GROUPS: tuple[str, ...] = ("gate", "fusion", "igf", "depth", "compile", "layout", "precision", "checkpoint", "dcmfnet")
+GROUPS: tuple[str, ...] = (
+    "gate",
+    "fusion",
+    "igf",
+    "depth",
+    "compile",
+    "layout",
+    "precision",
+    "checkpoint",
+    "fused",
+    "dcmfnet",
+)
 PASSES: tuple[Pass, ...] = ("fwd", "fwdbwd")
 
 
@@ -146,6 +160,10 @@ def build_suite(
         g = _guidances(p)[0]
         add("checkpoint", IGFCase(p, "fwdbwd", guidance=g))  # type: ignore[arg-type]
         add("checkpoint", IGFCase(p, "fwdbwd", guidance=g, checkpoint=True))  # type: ignore[arg-type]
+    for p in (v,) if quick else (*spec_memory_placements(), *s.placements):
+        g = _guidances(p)[0]
+        for fused in (True, False):
+            add("fused", IGFCase(p, "fwdbwd", guidance=g, fused=fused))  # type: ignore[arg-type]
     # compile last among the IGF cases: it is the slowest to set up.
     compile_placement = s.depth if quick else v
     for pass_ in ("fwd",) if quick else PASSES:
@@ -162,7 +180,8 @@ def comparison_pairs(cases: list[Any], *, include_compiled: bool = True) -> list
 
     Each pair is re-timed in alternating blocks so that its ratio does not drift with
     the machine's load: ConvLSTM / ASGate and ConvGRU / ASGate gate steps (fwd+bwd),
-    checkpointing on / off at L = 5, tiled map / vector guidance, compiled / eager.
+    checkpointing on / off at L = 5, tiled map / vector guidance, compiled / eager,
+    fused / plain, channels_last / contiguous.
     """
     present = set(cases)
     pairs: list[tuple[Any, Any]] = []
@@ -175,4 +194,8 @@ def comparison_pairs(cases: list[Any], *, include_compiled: bool = True) -> list
             pairs.append((c, dataclasses.replace(c, guidance="vector")))
         elif isinstance(c, IGFCase) and c.compiled and include_compiled:
             pairs.append((c, dataclasses.replace(c, compiled=False)))
+        elif isinstance(c, IGFCase) and not c.fused:
+            pairs.append((dataclasses.replace(c, fused=True), c))
+        elif isinstance(c, IGFCase) and c.channels_last:
+            pairs.append((c, dataclasses.replace(c, channels_last=False)))
     return [(a, b) for a, b in pairs if a in present and b in present]

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("matplotlib")
 
@@ -19,7 +20,7 @@ from benchmarks import run
 
 def test_quick_subset_runs(tmp_path: Path) -> None:
     """One test (so that pytest-xdist runs the benchmarks once): outputs, records, a memory comparison."""
-    records = run.main(["--quick", "--groups", "gate,igf,checkpoint", "--output-dir", str(tmp_path)])
+    records = run.main(["--quick", "--groups", "gate,igf,checkpoint,fused", "--output-dir", str(tmp_path)])
 
     for name in ("results.json", "results.md", "command.txt", "checkpoint_memory.png"):
         assert (tmp_path / name).is_file(), name
@@ -27,7 +28,7 @@ def test_quick_subset_runs(tmp_path: Path) -> None:
     assert data["environment"]["torch_num_threads"] == 1
     assert len(data["records"]) == len(records) > 0
     md = (tmp_path / "results.md").read_text()
-    assert "Targets of issue 5" in md and "checkpoint_memory.png" in md
+    assert "Targets, as measured" in md and "checkpoint_memory.png" in md
 
     assert not [(r["name"], r["error"]) for r in records if "error" in r]
     assert {r["kind"] for r in records} == {"gate", "igf"}
@@ -51,6 +52,36 @@ def test_quick_subset_runs(tmp_path: Path) -> None:
         and r["precision"] == "fp32"
     }
     assert peak[True] < peak[False]
+
+    # Saved activations (SPEC §6) are deterministic too: the fused default keeps less than the plain path,
+    # and checkpointing cuts at least 60% of what the fused path keeps.
+    saved = {
+        (r["fused"], r["checkpoint"]): r["saved_bytes"]
+        for r in records
+        if r["kind"] == "igf"
+        and r["pass"] == "fwdbwd"
+        and r["layers"] == 5
+        and r["placement"] == "E3"
+        and r["guidance"] == "vector"
+        and r["precision"] == "fp32"
+    }
+    assert saved[(True, False)] < saved[(False, False)]
+    assert saved[(True, True)] <= 0.4 * saved[(True, False)]
+    pairs = {(c["numerator"], c["denominator"]): c for c in data["comparisons"]}
+    fused_pair = next(c for (num, den), c in pairs.items() if den.endswith("/plain"))
+    assert fused_pair["max_abs_output_diff"] <= 1e-5
+
+
+def test_a_dcmfnet_case_with_a_missing_config_is_an_error() -> None:
+    from benchmarks.dcmfnet import DCMFNetCase
+
+    record = run.run_case(
+        DCMFNetCase("no_such_config", "infer", 1, 32),
+        ["dcmfnet"],
+        torch.device("cpu"),
+        run.parse_args(["--output-dir", "x"]),
+    )
+    assert "no_such_config" in record["error"] and "skipped" not in record
 
 
 def test_unknown_group_is_an_error(tmp_path: Path) -> None:
