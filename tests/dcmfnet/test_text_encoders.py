@@ -134,3 +134,14 @@ def test_unknown_encoder_and_pooling() -> None:
         build_text_encoder("gpt2")
     with pytest.raises(ValueError, match=r"unknown text pooling 'max'.*cls.*mean"):
         build_text_encoder("word", pooling="max")
+
+
+def test_shipped_vocabularies_hold_the_words_the_data_uses() -> None:
+    """YAML 1.1 reads a bare ``on`` as ``True``; the shipped vocabularies must hold the word itself."""
+    from dcmfnet.configs import available_configs
+    from dcmfnet.train_config import load_run_config
+
+    for name in available_configs():
+        if name in ("cpu_synthetic",) or name.startswith("ablation_"):
+            vocabulary = load_run_config(name).model.text_vocabulary or []
+            assert "on" in vocabulary and "True" not in vocabulary, name
