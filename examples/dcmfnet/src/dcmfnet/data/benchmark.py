@@ -193,7 +193,7 @@ def generate_benchmark_scene(
     min_objects: int = 4,
     max_objects: int = 9,
     occlusion_probability: float = 0.5,
-    max_overlap: float = 0.35,
+    max_overlap: float = 0.45,
     clutter: int = 6,
 ) -> BenchmarkScene:
     """Generate one scene of ``kind`` and its expression.
@@ -205,7 +205,7 @@ def generate_benchmark_scene(
         min_objects: fewest objects (at least 4).
         max_objects: most objects.
         occlusion_probability: share of scenes whose objects may overlap (the later one on top).
-        max_overlap: how far objects may overlap in those scenes (see :func:`place_objects`);
+        max_overlap: how far objects overlap in those scenes (``overlap`` of :func:`place_objects`);
             every object keeps at least 60% of its pixels visible.
         clutter: most clutter line segments in the background.
     """
@@ -219,7 +219,7 @@ def generate_benchmark_scene(
     form, relation = _choose_form(rng, grammar)  # fixed before the scene, so retries keep the shares
     while True:
         specs = _specs(rng, form, int(rng.integers(min_objects, max_objects + 1)))
-        overlap = float(rng.uniform(0.0, max_overlap)) if rng.random() < occlusion_probability else 0.0
+        overlap = max_overlap if rng.random() < occlusion_probability else 0.0
         centres = _between_centres(rng, image_size) if form == "between" else None
         placed = place_objects(rng, specs, image_size, overlap=overlap, centres=centres)
         if placed is None:

@@ -37,7 +37,7 @@ class BenchmarkDataConfig:
     min_objects: int = 4
     max_objects: int = 9
     occlusion_probability: float = 0.5
-    max_overlap: float = 0.35
+    max_overlap: float = 0.45
     clutter: int = 6
 
 

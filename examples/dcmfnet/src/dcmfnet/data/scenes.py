@@ -111,7 +111,8 @@ def place_objects(
         specs: ``(colour, shape, size)`` per object, in painting order.
         image_size: side ``S`` of the image.
         overlap: how far two objects' bounding circles may overlap, as a share of the sum of
-            their extents (0: apart; 0.3: centres may come as close as 70% of that sum).
+            their extents (0: apart; 0.3: centres may come as close as 70% of that sum); when
+            positive, half the objects are drawn against an earlier one, so they overlap.
         centres: fixed centres of some objects (by index into ``specs``); the others are drawn.
 
     Returns:
@@ -124,7 +125,17 @@ def place_objects(
         radius = float(rng.uniform(low_r, high_r)) * image_size
         extent = radius * _EXTENT[shape]
         for _ in range(1 if k in centres else 60):
-            cx, cy = centres[k] if k in centres else rng.uniform(extent * 0.8, image_size - extent * 0.8, size=2)
+            if k in centres:
+                cx, cy = centres[k]
+            elif overlap > 0 and placed and rng.random() < 0.5:  # tuck it against an object: partial occlusion
+                other = placed[int(rng.integers(len(placed)))]
+                angle = rng.uniform(0, 2 * math.pi)
+                distance = rng.uniform(1.0 - overlap, 1.0 - overlap / 3) * (extent + other.extent)
+                cx, cy = other.cx + distance * math.cos(angle), other.cy + distance * math.sin(angle)
+                if not extent * 0.8 <= min(cx, cy) <= max(cx, cy) <= image_size - extent * 0.8:
+                    continue
+            else:
+                cx, cy = rng.uniform(extent * 0.8, image_size - extent * 0.8, size=2)
             if all(math.hypot(cx - o.cx, cy - o.cy) >= (1.0 - overlap) * (extent + o.extent) + 1.0 for o in placed):
                 placed.append(SceneObject(colour, shape, size, float(cx), float(cy), radius))
                 break
