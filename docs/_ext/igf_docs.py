@@ -15,6 +15,10 @@ Directives:
     ``benchmarks/results/`` (its tables rendered as tables) with the PNG plots
     beside it, or,
     where none was committed, a sentence with the command that produces them.
+
+``.. dcmfnet-ablation-results::``
+    The same for the ``tableN.md`` reports of ``dcmfnet ablate`` committed under
+    ``examples/dcmfnet/ablations/results/``, each with its ``tableN.png``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from sphinx.util.docutils import SphinxDirective
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
+ABLATIONS = ROOT / "examples" / "dcmfnet" / "ablations" / "results"
 
 
 def gate_costs(channels: int, height: int, width: int, num_layers: int) -> list[dict[str, Any]]:
@@ -119,18 +124,23 @@ class GateCosts(SphinxDirective):
 
 class BenchmarkResults(SphinxDirective):
     has_content = False
+    #: What the page says where no report is committed.
+    missing: ClassVar[tuple[str, ...]] = (
+        "No measured results are committed in this checkout. Produce them on your own hardware with",
+        "``python -m benchmarks.run --device cuda --output-dir benchmarks/results`` (or",
+        "``--device cpu --quick`` for a short CPU run); :doc:`/guides/benchmarks` explains the output.",
+    )
+
+    def reports(self) -> list[Path]:
+        return sorted(RESULTS.rglob("*.md")) if RESULTS.is_dir() else []
+
+    def plots(self, report: Path) -> list[Path]:
+        return sorted(report.parent.glob("*.png"))
 
     def run(self) -> list[nodes.Node]:
-        tables = sorted(RESULTS.rglob("*.md")) if RESULTS.is_dir() else []
+        tables = self.reports()
         if not tables:
-            return parse_lines(
-                self,
-                [
-                    "No measured results are committed in this checkout. Produce them on your own hardware with",
-                    "``python -m benchmarks.run --device cuda --output-dir benchmarks/results`` (or",
-                    "``--device cpu --quick`` for a short CPU run); :doc:`/guides/benchmarks` explains the output.",
-                ],
-            )
+            return parse_lines(self, list(self.missing))
         result: list[nodes.Node] = []
         for report in tables:
             self.env.note_dependency(str(report))
@@ -141,7 +151,7 @@ class BenchmarkResults(SphinxDirective):
             result.append(source)
             result += markdown_nodes(report.read_text(encoding="utf-8"))
             # The plots that the report links to, or that lie beside it.
-            plots = sorted(report.parent.glob("*.png"))
+            plots = self.plots(report)
             lines: list[str] = []
             for plot in plots:
                 # Image paths starting with "/" are relative to the docs folder.
@@ -149,6 +159,21 @@ class BenchmarkResults(SphinxDirective):
                 lines += [f"   ``{plot.name}``", ""]
             result += parse_lines(self, lines) if lines else []
         return result
+
+
+class AblationResults(BenchmarkResults):
+    """The ``tableN.md`` reports of ``dcmfnet ablate`` in ``ABLATIONS``, each with its ``tableN.png``."""
+
+    missing: ClassVar[tuple[str, ...]] = (
+        "No ablation results are committed in this checkout yet. Produce them with ``dcmfnet ablate``",
+        "(the commands above) and ``--output-dir examples/dcmfnet/ablations/results``; the tables appear here.",
+    )
+
+    def reports(self) -> list[Path]:
+        return sorted(ABLATIONS.glob("table*.md")) if ABLATIONS.is_dir() else []
+
+    def plots(self, report: Path) -> list[Path]:
+        return sorted(report.parent.glob(f"{report.stem}.png"))
 
 
 _CODE_SPAN = re.compile(r"`([^`]+)`")
@@ -247,4 +272,5 @@ def markdown_nodes(text: str) -> list[nodes.Node]:
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("igf-gate-costs", GateCosts)
     app.add_directive("igf-benchmark-results", BenchmarkResults)
+    app.add_directive("dcmfnet-ablation-results", AblationResults)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

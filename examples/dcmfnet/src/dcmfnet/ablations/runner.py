@@ -225,6 +225,7 @@ def execute_run(
     processes = processes or _Processes()
     run_dir = output_dir / "runs" / spec.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "runs" / ".gitignore").write_text("# checkpoints and logs of the runs: not for git\n*\n")
     spec_path = run_dir / "spec.json"
     spec_json = dataclasses.asdict(spec)
     if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec_json)):
