@@ -63,10 +63,10 @@ def test_request_mask_is_the_api_mask(segmenter: Segmenter, tmp_path, as_file: b
     assert response.overlay is not None and response.overlay.shape == scene.image.shape
     assert not np.array_equal(response.overlay, scene.image)
     captions = [caption for _, caption in response.maps]
-    assert captions[:3] == ["Fig. 6 · LGVE-1", "Fig. 6 · LGVE-2", "Fig. 6 · MLFF"]
+    assert captions[:3] == ["LGVE-1", "LGVE-2", "MLFF"]
     assert expected.fusion_maps is not None
     layers = [(site, t) for site, fusions in expected.fusion_maps.items() for t in range(1, len(fusions) + 1)]
-    assert captions[3:] == [f"Fig. 7 · IGF {site} · F_{t}" for site, t in layers]
+    assert captions[3:] == [f"IGF {site}: F_{t}" for site, t in layers]
     assert all(picture.dtype == np.uint8 and picture.shape[2] == 3 for picture, _ in response.maps)
     assert f'"{scene.expression}"' in response.message and "the request took" in response.message
 

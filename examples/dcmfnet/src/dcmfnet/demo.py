@@ -46,8 +46,11 @@ SCENE_SPLIT = "test"
 SCENE_COUNT = 10_000
 #: The pixel cap of ``dcmfnet demo``'s segmenter (a 12-megapixel phone photo fits).
 DEMO_MAX_PIXELS = 4096 * 4096
-#: Small images (the built-in scenes are 64 × 64) are scaled up with visible pixels, not blurred.
-CSS = "#image img, #overlay img, #mask img { image-rendering: pixelated; }"
+#: The images fill their panels; small ones (the built-in scenes are 64 × 64) show their pixels, not a blur.
+CSS = """
+#image img, #overlay img, #mask img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+#maps img { image-rendering: pixelated; }
+"""
 #: Height of the image panels in CSS pixels.
 PANEL_HEIGHT = 320
 #: Longest side of the Fig. 6/7 pictures in the gallery (the maps are coarse: ``H/4`` at most).
@@ -217,39 +220,49 @@ def build_app(
     with gr.Blocks(title="DCMFNet demo", analytics_enabled=False) as app:
         gr.Markdown(_introduction(limits, segmenter.max_pixels, scene_size))
         with gr.Row():
-            with gr.Column():
-                image = gr.Image(
-                    label="Image",
-                    sources=["upload", "clipboard"],
-                    type="filepath",
-                    format="png",
-                    height=PANEL_HEIGHT,
-                    elem_id="image",
-                )
-                expression = gr.Textbox(label="Expression", placeholder="the red circle", elem_id="expression")
-                with gr.Row():
-                    scene_button = gr.Button("Draw a built-in scene", elem_id="draw-scene")
-                    segment_button = gr.Button("Segment", variant="primary", elem_id="segment")
-                scene_info = gr.Markdown(elem_id="scene-info")
+            with gr.Column(scale=2):
+                image, expression, scene_button, segment_button, scene_info = _input_panel()
                 gr.Examples(_write_examples(examples_dir, scene_size), [image, expression], label="Examples")
-            with gr.Column():
-                status = gr.Markdown(elem_id="status")
-                with gr.Row():
-                    overlay = gr.Image(
-                        label="Overlay", format="png", interactive=False, height=PANEL_HEIGHT, elem_id="overlay"
-                    )
-                    mask = gr.Image(label="Mask", format="png", interactive=False, height=PANEL_HEIGHT, elem_id="mask")
-        maps = gr.Gallery(
-            label="Fig. 6: LGVE-1, LGVE-2, MLFF outputs · Fig. 7: per-layer F_t of each IGF site",
-            columns=6,
-            format="png",
-            elem_id="maps",
-        )
-        outputs = [status, overlay, mask, maps]
+            with gr.Column(scale=3):
+                outputs = _output_panel()
         segment_button.click(respond, [image, expression], outputs, preprocess=False)
         expression.submit(respond, [image, expression], outputs, preprocess=False)
         scene_button.click(draw_scene, None, [image, expression, scene_info])
     return app
+
+
+def _input_panel() -> tuple[gr.Image, gr.Textbox, gr.Button, gr.Button, gr.Markdown]:
+    """The image, the expression, the two buttons and the line that names a drawn scene."""
+    image = gr.Image(
+        label="Image",
+        sources=["upload", "clipboard"],
+        type="filepath",
+        format="png",
+        height=PANEL_HEIGHT,
+        elem_id="image",
+    )
+    expression = gr.Textbox(label="Expression", placeholder="the red circle", elem_id="expression")
+    with gr.Row():
+        scene_button = gr.Button("Draw a built-in scene", elem_id="draw-scene")
+        segment_button = gr.Button("Segment", variant="primary", elem_id="segment")
+    scene_info = gr.Markdown(elem_id="scene-info")
+    return image, expression, scene_button, segment_button, scene_info
+
+
+def _output_panel() -> list[gr.components.Component]:
+    """The result: status line, overlay, mask and the gallery of Fig. 6/7 maps (the order of :class:`DemoResponse`)."""
+    status = gr.Markdown(elem_id="status")
+    with gr.Row():
+        overlay = gr.Image(label="Overlay", format="png", interactive=False, height=PANEL_HEIGHT, elem_id="overlay")
+        mask = gr.Image(label="Mask", format="png", interactive=False, height=PANEL_HEIGHT, elem_id="mask")
+    maps = gr.Gallery(
+        label="Fig. 6: the LGVE-1, LGVE-2 and MLFF outputs · Fig. 7: each IGF site's per-layer fusion F_t",
+        columns=5,
+        height="auto",
+        format="png",
+        elem_id="maps",
+    )
+    return [status, overlay, mask, maps]
 
 
 def launch(app: gr.Blocks, *, host: str, port: int | None, limits: Limits | None = None, block: bool = True) -> str:

@@ -193,10 +193,11 @@ def feature_map_images(
         fusion_maps: IGF site -> its ``(F_1, ..., F_L)`` (Fig. 7).
 
     Returns:
-        ``(picture, caption)`` pairs: the stage maps first, then every site's ``F_t`` in order.
+        ``(picture, caption)`` pairs: the stage maps first (captioned by their names), then every
+        site's ``F_t`` in order (``"IGF e3: F_1"``, …).
     """
     size = image.shape[:2]
-    labelled = [(f"Fig. 6 · {name}", feature) for name, feature in stage_maps.items()]
+    labelled = list(stage_maps.items())
     for site, fusions in fusion_maps.items():
-        labelled += [(f"Fig. 7 · IGF {site} · F_{t}", feature) for t, feature in enumerate(fusions, start=1)]
+        labelled += [(f"IGF {site}: F_{t}", feature) for t, feature in enumerate(fusions, start=1)]
     return [(heatmap_overlay(image, feature_energy(feature, size)), label) for label, feature in labelled]
