@@ -102,12 +102,24 @@ def _fusion_branches(
 
 def fusion_value(x: Tensor, guided: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, heads: int) -> Tensor:
     """Eq. 2 for all heads: ``tanh(sum_i tanh(W1_i x) * tanh(W2_i G))`` -> ``(B, C, H, W)``."""
-    from_guidance, from_guided = _fusion_branches(x, guided, w1, b1, w2, b2)
-    return torch.tanh(reduce(from_guidance * from_guided, "b (h c) x y -> b c x y", "sum", h=heads))
+    return _fusion_parts(x, guided, w1, b1, w2, b2, heads)[0]
+
+
+def _fusion_parts(
+    x: Tensor, guided: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, heads: int
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """``F`` of Eq. 2 and the two branches it was computed from (for a backward that recomputes them)."""
+    branches = _fusion_branches(x, guided, w1, b1, w2, b2)
+    return torch.tanh(reduce(branches[0] * branches[1], "b (h c) x y -> b c x y", "sum", h=heads)), branches
 
 
 def fusion_grads(
-    saved: tuple[Tensor, ...], heads: int, fused: Tensor, grad: Tensor, needs: tuple[bool, ...]
+    saved: tuple[Tensor, ...],
+    heads: int,
+    fused: Tensor,
+    grad: Tensor,
+    needs: tuple[bool, ...],
+    branches: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor | None, ...]:
     """Gradients of :func:`fusion_value` w.r.t. ``(x, G, W1, b1, W2, b2)``, recomputing the wide branches.
 
@@ -117,11 +129,12 @@ def fusion_grads(
         fused: the forward's output ``F``.
         grad: ``dL/dF``, ``(B, C, H, W)``.
         needs: which of the six gradients are wanted.
+        branches: the two branches if the caller has just recomputed them, else they are recomputed here.
     """
     x, guided, w1, b1, w2, b2 = saved
-    from_guidance, from_guided = (
-        rearrange(branch, "b (h c) x y -> b h c x y", h=heads) for branch in _fusion_branches(x, guided, w1, b1, w2, b2)
-    )
+    if branches is None:
+        branches = _fusion_branches(x, guided, w1, b1, w2, b2)
+    from_guidance, from_guided = (rearrange(branch, "b (h c) x y -> b h c x y", h=heads) for branch in branches)
     grad_sum = torch.ops.aten.tanh_backward(grad, fused)[:, None]  # d/d(sum over heads), broadcast over heads
     grad_guided_pre = torch.ops.aten.tanh_backward(grad_sum * from_guidance, from_guided).flatten(1, 2)
     dguided, dw2, db2 = _conv_backward(grad_guided_pre, guided, w2, 0, (needs[1], needs[4], needs[5]))
@@ -171,10 +184,14 @@ def asgate_value(
     fused: Tensor, hidden: Tensor, wz: Tensor, bz: Tensor, wg: Tensor, bg: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Eq. 3: ``(G_t, z_t)`` with ``z_t = sigmoid(W_z * (F + G) + b_z)``, ``G_t = tanh(W_g * [F; F z_t] + b_g)``."""
-    padding = wz.shape[-1] // 2
-    selection = torch.sigmoid(F.conv2d(fused + hidden, wz, bz, padding=padding))
-    new_hidden = torch.tanh(F.conv2d(torch.cat([fused, fused * selection], dim=1), wg, bg, padding=padding))
+    selection = _selection(fused, hidden, wz, bz)
+    new_hidden = torch.tanh(F.conv2d(torch.cat([fused, fused * selection], dim=1), wg, bg, padding=wg.shape[-1] // 2))
     return new_hidden, selection
+
+
+def _selection(fused: Tensor, hidden: Tensor, wz: Tensor, bz: Tensor) -> Tensor:
+    """``z_t = sigmoid(W_z * (F + G) + b_z)`` of Eq. 3."""
+    return torch.sigmoid(F.conv2d(fused + hidden, wz, bz, padding=wz.shape[-1] // 2))
 
 
 def asgate_grads(saved: tuple[Tensor, ...], grad: Tensor, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
@@ -259,7 +276,7 @@ class CheckpointedASGateStep(torch.autograd.Function):
         x, hidden, w1, b1, w2, b2, wz, bz, wg, bg, w_out, new_hidden = ctx.saved_tensors
         needs = ctx.needs_input_grad
         fusion_saved = (x, hidden, w1, b1, w2, b2)
-        fused = fusion_value(*fusion_saved, ctx.heads)
+        fused, branches = _fusion_parts(*fusion_saved, ctx.heads)
         grad_fused = torch.zeros_like(fused) if dfused is None else dfused
         dw_out = None
         if w_out is not None and dpartial is not None:
@@ -270,12 +287,12 @@ class CheckpointedASGateStep(torch.autograd.Function):
             grad_fused = grad_fused + dfused_out
         gate_grads: tuple[Tensor | None, ...] = (None,) * 6
         if dnew is not None and wz is not None:
-            _, selection = asgate_value(fused, hidden, wz, bz, wg, bg)
+            selection = _selection(fused, hidden, wz, bz)
             gate_needs = (True, needs[1], needs[7], needs[8], needs[9], needs[10])
             gate_grads = asgate_grads((fused, hidden, selection, new_hidden, wz, bz, wg, bg), dnew, gate_needs)
             assert gate_grads[0] is not None
             grad_fused = grad_fused + gate_grads[0]
-        dx, dhidden, dw1, db1, dw2, db2 = fusion_grads(fusion_saved, ctx.heads, fused, grad_fused, needs[:6])
+        dx, dhidden, dw1, db1, dw2, db2 = fusion_grads(fusion_saved, ctx.heads, fused, grad_fused, needs[:6], branches)
         if gate_grads[1] is not None:
             dhidden = gate_grads[1] if dhidden is None else dhidden + gate_grads[1]
         return dx, dhidden, dw1, db1, dw2, db2, None, *gate_grads[2:], dw_out
