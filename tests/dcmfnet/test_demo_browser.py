@@ -214,4 +214,5 @@ if __name__ == "__main__":
     parser.add_argument("--output", required=True, help="PNG to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the scene draw")
     arguments = parser.parse_args()
-    print(take_screenshot(Segmenter.from_pretrained(arguments.model), Path(arguments.output), seed=arguments.seed))
+    segmenter = Segmenter.from_pretrained(arguments.model, max_pixels=demo.DEMO_MAX_PIXELS)  # as `dcmfnet demo`
+    print(take_screenshot(segmenter, Path(arguments.output), seed=arguments.seed))
