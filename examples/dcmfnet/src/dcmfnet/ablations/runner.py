@@ -98,7 +98,8 @@ class RunSpec:
         missing = [name for name in names if name not in record]
         if missing:
             raise InputError(f"record {record.get('run_id')!r} lacks {', '.join(missing)}; it cannot be rerun")
-        return cls(**{name: tuple(record[name]) if isinstance(record[name], list) else record[name] for name in names})
+        values: dict[str, Any] = {name: tuple(v) if isinstance(v := record[name], list) else v for name in names}
+        return cls(**values)
 
 
 def plan_runs(
@@ -263,7 +264,7 @@ def run_all(
     output_dir: Path,
     *,
     jobs: int = 1,
-    on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_record: Callable[[dict[str, Any]], object] | None = None,
 ) -> list[str]:
     """Execute ``specs`` with ``jobs`` runs at a time, appending each record to ``runs.jsonl`` as it finishes.
 
