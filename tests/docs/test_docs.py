@@ -36,6 +36,7 @@ PAGES = (
     "guides/own_model",
     "guides/dcmfnet",
     "guides/benchmarks",
+    "guides/ablations",
     "math",
     "gates",
     "api/igf",
