@@ -39,8 +39,8 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import nn
 
-from benchmarks.saved import saved_bytes
 from benchmarks.workload import Precision, Workload, autocast_context
+from igf.saved_activations import saved_bytes
 
 Pass = Literal["fwd", "fwdbwd"]
 Guidance = Literal["vector", "tiled", "map"]

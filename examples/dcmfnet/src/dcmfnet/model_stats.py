@@ -1,9 +1,24 @@
-"""Parameter counts, FLOPs and CPU step time of the DCMFNet configs.
+"""Parameter counts, FLOPs, training memory and CPU step time of the DCMFNet configs.
 
 Usage::
 
     dcmfnet stats                 # paper configs at 480x480 and the CPU config
     dcmfnet stats --skip-paper    # CPU config only
+    dcmfnet stats --memory        # also the paper configs' training memory at batch 6 (a few minutes)
+
+Training memory (``--memory``): parameter, gradient and Adam-state bytes, and the
+activations saved for backward (SPEC §6: ``torch.autograd.graph.saved_tensors_hooks``,
+unique storages, parameters excluded) by module, measured on the CPU in one training
+forward at ``--memory-batch`` (default 1) and ``--size``, then scaled linearly to
+``--target-batch`` (default 6): every saved activation of these models is per sample
+(BatchNorm in training mode keeps per-batch statistics, not per-sample tensors). Each
+is measured in fp32 and under bf16 autocast, with the plain IGF step (``fused=False``),
+the fused one (default) and the fused one with IGF checkpointing. Under bf16
+autocast the bf16 copies of the weights that autograd saves do not grow with the batch:
+they are counted once, apart. The predicted training peak is parameters + gradients +
+Adam state + saved activations + saved weight copies + the largest transient, taken as
+two batch-6 copies of the largest saved storage (the gradient of a layer's output and
+of its input, alive together in backward).
 
 The paper models are built on the meta device (no memory, no weights) with a
 randomly initialised BERT-base built from ``BertConfig()`` (nothing is
@@ -16,10 +31,14 @@ convolutions and matrix products (what ``FlopCounterMode`` counts).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +48,12 @@ from dcmfnet.command_line import run_command
 from dcmfnet.config import build_model, load_model_config
 from dcmfnet.model import DCMFNet
 from dcmfnet.text_encoders import HFTextEncoder, TextEncoder
+from igf import IterativeGatedFusion
+from igf.saved_activations import record_saved
+
+GIB = 2**30
+#: Usable memory assumed on a 24 GB card (RTX 3090: 24 GiB) after the CUDA context and allocator slack.
+FITS_GIB = 22.0
 
 
 class _ZeroSentence(TextEncoder):
@@ -82,6 +107,103 @@ def paper_stats(config: str, *, size: int, tokens: int) -> dict[str, float]:
     }
 
 
+def _random_bert_model(config: str) -> DCMFNet:
+    """A paper config with a randomly initialised BERT-base (nothing is downloaded), on the CPU."""
+    from transformers import BertConfig, BertModel
+
+    cfg = load_model_config(config)
+    torch.manual_seed(0)
+    bert = HFTextEncoder(BertModel(BertConfig(), add_pooling_layer=False), pooling=cfg.text_pooling)
+    return build_model(cfg, text_encoder=bert)
+
+
+def set_igf_options(model: nn.Module, *, fused: bool, checkpoint: bool) -> None:
+    """Switch every IGF of ``model`` (and its fusion units and gates) to the fused/plain step and (no) checkpointing."""
+    for module in model.modules():
+        if isinstance(module, IterativeGatedFusion):
+            module.checkpoint = checkpoint
+        if hasattr(module, "fused"):
+            module.fused = fused
+
+
+def _module_labels(model: DCMFNet) -> list[tuple[str, nn.Module]]:
+    """Top-level children by attribute name (the IGFs are ``fusion_*``); the backbone's stem and stages as one."""
+    backbone = [("backbone", model.backbone.stem), *(("backbone", stage) for stage in model.backbone.stages)]
+    return [*backbone, *((name, child) for name, child in model.named_children() if name != "backbone")]
+
+
+def saved_activations(
+    model: DCMFNet, *, batch: int, size: int, tokens: int, precision: str
+) -> tuple[dict[str, int], int, int]:
+    """Bytes saved for backward by one training forward: by top-level module, the largest storage, weight copies."""
+    model.train()
+    images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(1000, 2000, (batch, tokens), generator=torch.Generator().manual_seed(1))
+    text = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    context = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    with torch.enable_grad(), context, record_saved(model, _module_labels(model)) as saved:
+        model(images, text)
+    return saved.per_owner(), max(saved.by_storage.values(), default=0), sum(saved.weight_copies.values())
+
+
+def training_memory(config: str, *, size: int, batch: int, target_batch: int, tokens: int) -> list[dict[str, Any]]:
+    """One row per (precision, fused, checkpoint): bytes of parameters, gradients, Adam, activations, peak."""
+    model = _random_bert_model(config)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    scale = target_batch / batch
+    rows = []
+    for precision in ("fp32", "bf16"):
+        for fused, checkpoint in ((False, False), (True, False), (True, True)):
+            set_igf_options(model, fused=fused, checkpoint=checkpoint)
+            by_module, largest, copies = saved_activations(
+                model, batch=batch, size=size, tokens=tokens, precision=precision
+            )
+            activations = sum(by_module.values()) * scale
+            transient = 2 * largest * scale
+            peak = params + trainable + 2 * trainable + activations + copies + transient
+            rows.append(
+                {
+                    "config": config,
+                    "precision": precision,
+                    "fused": fused,
+                    "checkpoint": checkpoint,
+                    "params": params,
+                    "grads": trainable,
+                    "adam": 2 * trainable,
+                    "activations": activations,
+                    "by_module": {name: b * scale for name, b in by_module.items()},
+                    "weight_copies": copies,
+                    "transient": transient,
+                    "peak": peak,
+                }
+            )
+    return rows
+
+
+def _memory_lines(rows: list[dict[str, Any]], size: int, target_batch: int, batch: int) -> list[str]:
+    first = rows[0]
+    lines = [
+        f"{first['config']} at {target_batch}x3x{size}x{size} (activations measured at batch {batch}, scaled): "
+        f"parameters {first['params'] / GIB:.2f} GiB, gradients {first['grads'] / GIB:.2f} GiB, "
+        f"Adam state {first['adam'] / GIB:.2f} GiB",
+        "| precision | IGF step | checkpoint | saved activations GiB | IGFs GiB | largest by module GiB | "
+        "saved weight copies GiB | predicted peak GiB | fits 24 GB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        igfs = sum(b for name, b in r["by_module"].items() if name.startswith("fusion_"))
+        top = sorted(r["by_module"].items(), key=lambda item: -item[1])[:3]
+        top_text = ", ".join(f"{name or 'other'} {b / GIB:.2f}" for name, b in top)
+        lines.append(
+            f"| {r['precision']} | {'fused' if r['fused'] else 'plain'} | {'yes' if r['checkpoint'] else 'no'} | "
+            f"{r['activations'] / GIB:.2f} | {igfs / GIB:.2f} | {top_text} | {r['weight_copies'] / GIB:.2f} | "
+            f"{r['peak'] / GIB:.2f} | "
+            f"{'yes' if r['peak'] <= FITS_GIB * GIB else 'no'} |"
+        )
+    return lines
+
+
 def cpu_step_time(
     model: DCMFNet, *, batch: int, size: int, tokens: int, steps: int, threads: int
 ) -> tuple[float, float, int]:
@@ -112,6 +234,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=8, help="CPU config batch size")
     parser.add_argument("--steps", type=int, default=10, help="timed CPU steps")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--memory", action="store_true", help="training memory of the paper configs (slow)")
+    parser.add_argument("--memory-batch", type=int, default=1, help="batch at which activations are measured")
+    parser.add_argument("--target-batch", type=int, default=6, help="batch the memory report is scaled to")
+    parser.add_argument("--memory-json", type=Path, default=None, help="also write the memory rows as JSON")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,6 +257,18 @@ def run(args: argparse.Namespace) -> int:
                 f"{stats['params_fusion_and_decoder'] / 1e6:.2f}M); forward {stats['gflops']:.1f} GFLOPs at "
                 f"1x3x{args.size}x{args.size} with 15 tokens (BERT {stats['gflops_text']:.2f})"
             )
+
+    if args.memory:
+        torch.set_num_threads(args.threads)
+        rows: list[dict[str, Any]] = []
+        for config in ("paper_resnet101", "paper_swin"):
+            config_rows = training_memory(
+                config, size=args.size, batch=args.memory_batch, target_batch=args.target_batch, tokens=15
+            )
+            print("\n".join(_memory_lines(config_rows, args.size, args.target_batch, args.memory_batch)), flush=True)
+            rows += config_rows
+        if args.memory_json is not None:
+            args.memory_json.write_text(json.dumps(rows, indent=1))
 
     cfg = load_model_config("model_cpu")
     torch.manual_seed(0)
