@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 import subprocess
 import sys
 
@@ -12,11 +13,13 @@ import torch
 from PIL import Image
 
 from dcmfnet import demo
+from dcmfnet.checkpoint import save_checkpoint
 from dcmfnet.cli import main as dcmfnet_main
 from dcmfnet.config import build_model
 from dcmfnet.data.build import max_tokens_for
 from dcmfnet.data.synthetic import SyntheticReferring
 from dcmfnet.inference import Segmenter
+from dcmfnet.train_config import config_to_dict
 from tests.dcmfnet.tiny_run import tiny_config
 
 
@@ -117,6 +120,19 @@ def test_command_without_model_says_how_to_get_one(capsys) -> None:
     assert dcmfnet_main(["demo"]) == 2
     error = capsys.readouterr().err
     assert "--model DIR" in error and "dcmfnet train --config cpu_synthetic" in error and "dcmfnet export" in error
+
+
+def test_command_loads_a_checkpoint_and_reports_a_busy_port(tmp_path, capsys) -> None:
+    cfg = tiny_config()
+    checkpoint = save_checkpoint(
+        tmp_path / "tiny.pt", {"config": config_to_dict(cfg), "model": build_model(cfg.model).state_dict()}
+    )
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert dcmfnet_main(["demo", "--checkpoint", str(checkpoint), "--port", str(port)]) == 2
+    assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
 def test_only_the_demo_imports_gradio() -> None:

@@ -66,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
         segmenter = Segmenter.from_checkpoint(args.checkpoint, **options)
     limits = demo.Limits(max_expression_chars=args.max_expression_chars or demo.Limits.max_expression_chars)
     app = demo.build_app(segmenter, limits=limits)
-    demo.launch(app, host=args.host, port=args.port, limits=limits)
+    try:
+        demo.launch(app, host=args.host, port=args.port, limits=limits)
+    except OSError as error:  # the port is taken, or the address is not this machine's
+        raise InputError(f"cannot serve on {args.host}:{args.port} ({error}); choose another --port") from error
     return 0
 
 
