@@ -34,7 +34,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -62,6 +62,7 @@ from dcmfnet.config import build_model
 from dcmfnet.data.base import ReferringBatch, ReferringDataset, collate_referring
 from dcmfnet.data.build import build_dataset, max_tokens_for
 from dcmfnet.evaluate import evaluate_model, save_prediction_gallery
+from dcmfnet.model import DCMFNet
 from dcmfnet.precision import autocast
 from dcmfnet.train_config import OptimConfig, RunConfig, config_to_dict, load_run_config
 from dcmfnet.visualize import save_training_curves
@@ -302,7 +303,7 @@ class _Run:
     cfg: RunConfig
     context: distributed.DistributedContext
     output_dir: Path
-    model: nn.Module
+    model: DCMFNet
     trained: nn.Module  # the model, or its DistributedDataParallel wrapper
     optimizer: torch.optim.Optimizer
     schedule: LearningRateSchedule
@@ -340,7 +341,7 @@ def _build_run(cfg: RunConfig, output_dir: Path, context: distributed.Distribute
     val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
     model = build_model(cfg.model).to(context.device)
     optimizer = _build_optimizer(model, cfg.optim)
-    sampler = DistributedSampler(
+    sampler: DistributedSampler[Any] = DistributedSampler(
         train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=cfg.train.seed, drop_last=True
     )
     steps_per_epoch = _steps_per_epoch(cfg, sampler)
@@ -348,7 +349,7 @@ def _build_run(cfg: RunConfig, output_dir: Path, context: distributed.Distribute
     if cfg.train.max_steps is not None:
         total_steps = min(total_steps, cfg.train.max_steps)
     schedule = LearningRateSchedule(cfg.optim, total_steps=total_steps)
-    trained = model
+    trained: nn.Module = model
     if context.distributed:
         ddp_ids = [context.device.index] if context.device.type == "cuda" else None
         trained = nn.parallel.DistributedDataParallel(model, device_ids=ddp_ids)
@@ -417,7 +418,9 @@ def _forward_backward(run: _Run, batch: ReferringBatch) -> torch.Tensor:
     text = {k: v.to(device) for k, v in run.model.tokenize(batch.expressions, run.max_tokens).items()}
     boundary = (run.state.epoch_batches + 1) % accumulation == 0
     # gradients are all-reduced across processes only on the batch that ends an optimizer step
-    sync = run.trained.no_sync() if run.context.distributed and not boundary else nullcontext()
+    sync: AbstractContextManager[Any] = nullcontext()
+    if isinstance(run.trained, nn.parallel.DistributedDataParallel) and not boundary:
+        sync = run.trained.no_sync()
     with sync:
         with autocast(device, run.cfg.train.precision):
             logits = run.trained(images, text)
@@ -426,12 +429,12 @@ def _forward_backward(run: _Run, batch: ReferringBatch) -> torch.Tensor:
     return loss.detach()
 
 
-def _optimizer_step(run: _Run, window_loss: torch.Tensor, indices: torch.Tensor) -> bool:
+def _optimizer_step(run: _Run, window_loss: torch.Tensor, indices: list[torch.Tensor]) -> bool:
     """Clip (if configured), check, step and clear the accumulated gradients; False if the step was skipped.
 
     Args:
         window_loss: the summed losses of the batches accumulated into this step (on the device).
-        indices: their training-set sample indices.
+        indices: their training-set sample indices, one tensor per batch.
 
     Raises:
         NonFiniteError: the loss or the gradient is NaN or infinite (unless ``train.skip_nonfinite``).
@@ -455,13 +458,13 @@ def _optimizer_step(run: _Run, window_loss: torch.Tensor, indices: torch.Tensor)
     return True
 
 
-def _skip_nonfinite(run: _Run, window_loss: torch.Tensor, indices: torch.Tensor) -> None:
+def _skip_nonfinite(run: _Run, window_loss: torch.Tensor, indices: list[torch.Tensor]) -> None:
     """Stop the run on a non-finite loss or gradient, or with ``train.skip_nonfinite`` drop the step."""
     state, cfg = run.state, run.cfg
     what = "loss" if not torch.isfinite(window_loss) else "gradient"
     where = (
         f"non-finite {what} at optimizer step {state.step + 1} (epoch {state.epoch + 1}, batch "
-        f"{state.epoch_batches} of the epoch), training samples {indices.tolist()}"
+        f"{state.epoch_batches} of the epoch), training samples {torch.cat(indices).tolist()}"
     )
     if not cfg.train.skip_nonfinite:
         last = run.output_dir / "last.pt"
@@ -519,7 +522,7 @@ def _train_one_epoch(run: _Run) -> str | None:
         progress.add_loss(loss)
         if state.epoch_batches % accumulation:
             continue
-        stepped = _optimizer_step(run, window_loss, torch.cat(window_indices))
+        stepped = _optimizer_step(run, window_loss, window_indices)
         now = time.perf_counter()
         state.train_seconds += now - tick
         tick = now
