@@ -217,7 +217,8 @@ def build_app(
         scene = builtin_scene(index, scene_size)
         return scene.image, scene.expression, f"Built-in scene {index} of the synthetic {SCENE_SPLIT} split."
 
-    with gr.Blocks(title="DCMFNet demo", analytics_enabled=False) as app:
+    app = gr.Blocks(title="DCMFNet demo", analytics_enabled=False)  # no telemetry, no version check
+    with app:
         gr.Markdown(_introduction(limits, segmenter.max_pixels, scene_size))
         with gr.Row():
             with gr.Column(scale=2):
