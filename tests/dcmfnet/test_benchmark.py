@@ -44,7 +44,7 @@ def test_every_expression_refers_to_its_target_alone(kind_scenes: tuple[str, lis
         fitting = sum(_head_fits(scene.expression, o) for o in scene.objects)
         # a modifier is there because the head alone is ambiguous
         assert (fitting == 1) == (scene.form == "attributes"), (scene.expression, fitting)
-        assert 4 <= len(scene.objects) <= 9
+        assert 4 <= len(scene.objects) <= 8
         assert scene.masks[scene.target].sum() > 0 and (scene.masks.sum(axis=0) <= 1).all()
 
 

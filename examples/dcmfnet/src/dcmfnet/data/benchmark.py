@@ -1,7 +1,7 @@
 """The built-in benchmark: three kinds of procedural referring scenes (no download, deterministic by seed).
 
-Each scene holds ``min_objects``–``max_objects`` objects (7 colours, 4 shapes, 2 sizes, small
-ones about 7 pixels wide) on a textured background with clutter, partly hiding each other in a
+Each scene holds ``min_objects``–``max_objects`` objects (5 colours, 4 shapes, 2 sizes, small
+ones about 9 pixels wide at 64x64) on a textured background with clutter, partly hiding each other in a
 share of scenes (:mod:`dcmfnet.data.scenes`). The scene is built around the target so the image
 alone cannot tell which object is meant: objects share two of its three attributes, and when the
 expression's form needs it, exact twins share all three, so a position, an ordinal or a relation
@@ -191,10 +191,10 @@ def generate_benchmark_scene(
     *,
     image_size: int = 64,
     min_objects: int = 4,
-    max_objects: int = 9,
+    max_objects: int = 8,
     occlusion_probability: float = 0.5,
     max_overlap: float = 0.45,
-    clutter: int = 6,
+    clutter: int = 4,
 ) -> BenchmarkScene:
     """Generate one scene of ``kind`` and its expression.
 

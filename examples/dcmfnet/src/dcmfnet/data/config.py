@@ -35,10 +35,10 @@ class BenchmarkDataConfig:
     test_samples: int = 500
     seed: int = 0
     min_objects: int = 4
-    max_objects: int = 9
+    max_objects: int = 8
     occlusion_probability: float = 0.5
     max_overlap: float = 0.45
-    clutter: int = 6
+    clutter: int = 4
 
 
 @dataclass

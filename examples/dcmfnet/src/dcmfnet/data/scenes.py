@@ -36,18 +36,16 @@ __all__ = [
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (225, 40, 40),
-    "orange": (245, 140, 30),
     "yellow": (235, 225, 50),
     "green": (40, 175, 60),
-    "cyan": (50, 210, 225),
     "blue": (45, 85, 240),
-    "purple": (150, 55, 210),
+    "purple": (160, 55, 210),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
 SIZES: tuple[str, ...] = ("small", "big")
 
-#: Object radius range as a fraction of the image side, per size word (small objects are ~7 px wide at 64).
-RADIUS_RANGE: dict[str, tuple[float, float]] = {"small": (0.05, 0.065), "big": (0.095, 0.125)}
+#: Object radius range as a fraction of the image side, per size word (small objects are ~9 px wide at 64).
+RADIUS_RANGE: dict[str, tuple[float, float]] = {"small": (0.065, 0.08), "big": (0.11, 0.14)}
 #: Radius of the circle that holds each shape, relative to the object radius.
 _EXTENT = {"circle": 1.0, "square": 0.85 * math.sqrt(2.0), "triangle": 1.15, "diamond": 1.25}
 #: Fewest share of an object's pixels that must stay visible under the objects painted after it.
@@ -216,4 +214,5 @@ def visible_shares(objects: list[SceneObject], masks: np.ndarray) -> np.ndarray:
     size = masks.shape[-1]
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     full = np.array([shape_mask(o, xx, yy).sum() for o in objects], dtype=np.float64)
-    return masks.reshape(len(objects), -1).sum(axis=1) / np.maximum(full, 1.0)
+    visible: np.ndarray = masks.reshape(len(objects), -1).sum(axis=1) / np.maximum(full, 1.0)
+    return visible
