@@ -291,7 +291,8 @@ class IterativeGatedFusion(nn.Module):
         ``conv(F_t, W_out[:, t])`` so that no ``F_t`` is kept; bias and a read ``G_L`` are added last.
         """
         width = self.hidden_channels
-        weight, bias = self.out_proj.weight, self.out_proj.bias
+        weight, bias = autocast_cast(self.out_proj.weight, self.out_proj.bias)  # one copy, sliced per step
+        assert weight is not None and bias is not None
         read_fusions = {"all_fusions": range(self.num_layers), "last_fusion": [self.num_layers - 1]}.get(
             self.output_mode, range(self.num_layers - 1) if self.output_mode == "fusions_and_last_gate" else []
         )
@@ -305,7 +306,7 @@ class IterativeGatedFusion(nn.Module):
             w_out = weight[:, slot[step] * width : (slot[step] + 1) * width] if step in slot else None
             convs = (fusion.proj_guidance, fusion.proj_guided) + (() if gate is None else (gate.conv_z, gate.conv_g))
             params = [p for conv in convs for p in (conv.weight, conv.bias)]
-            x, h, *cast_params, w_out = autocast_cast(guidance, hidden, *params, w_out)
+            x, h, *cast_params = autocast_cast(guidance, hidden, *params)
             if gate is None:
                 cast_params += [None] * 4
             with autocast_off(hidden):
@@ -319,13 +320,12 @@ class IterativeGatedFusion(nn.Module):
                 hidden = next_hidden
                 gates.append(hidden)
         if self.output_mode in _MODES_USING_LAST_GATE:
-            read_gate = weight[:, len(read_fusions) * width :]
-            x, w_gate = autocast_cast(hidden, read_gate)
-            assert x is not None and w_gate is not None
-            partials.append(F.conv2d(x, w_gate, padding=self.out_proj.padding))
-        (out_bias,) = autocast_cast(bias)
-        assert out_bias is not None
-        return torch.stack(partials).sum(0) + out_bias[:, None, None], fusions, gates
+            (last_hidden,) = autocast_cast(hidden)
+            assert last_hidden is not None
+            partials.append(
+                F.conv2d(last_hidden, weight[:, len(read_fusions) * width :], padding=self.out_proj.padding)
+            )
+        return torch.stack(partials).sum(0) + bias[:, None, None], fusions, gates
 
     def _step(
         self, step: int, guidance: Tensor, hidden: Tensor, cell: Tensor | None

@@ -33,9 +33,9 @@ class SavedTensors:
     def __init__(self, module: nn.Module) -> None:
         tensors = [*module.parameters(), *module.buffers()]
         self.excluded: set[StorageKey] = {_key(t) for t in tensors}
-        self.parameters_by_shape: dict[tuple[int, ...], list[Tensor]] = {}
+        self.parameters_by_numel: dict[int, list[Tensor]] = {}
         for parameter in module.parameters():
-            self.parameters_by_shape.setdefault(tuple(parameter.shape), []).append(parameter)
+            self.parameters_by_numel.setdefault(parameter.numel(), []).append(parameter)
         self.by_storage: dict[StorageKey, int] = {}
         self.by_owner: dict[StorageKey, str] = {}
         self.weight_copies: dict[StorageKey, int] = {}
@@ -52,9 +52,19 @@ class SavedTensors:
         self.by_owner[key] = self.owners[-1] if self.owners else ""
 
     def _is_weight_copy(self, tensor: Tensor) -> bool:
-        candidates = self.parameters_by_shape.get(tuple(tensor.shape), [])
+        """Whether the whole storage behind ``tensor`` holds a parameter cast to ``tensor``'s dtype.
+
+        The storage, not the tensor, is compared: autograd often saves a view of the copy
+        (a transpose for a matrix product, a slice).
+        """
+        storage = tensor.untyped_storage()
+        numel = storage.nbytes() // tensor.element_size()
+        candidates = [p for p in self.parameters_by_numel.get(numel, []) if p.dtype != tensor.dtype]
+        if not candidates:
+            return False
         with torch.no_grad():
-            return any(p.dtype != tensor.dtype and torch.equal(p.detach().to(tensor.dtype), tensor) for p in candidates)
+            flat = tensor.new_empty(0).set_(storage, 0, (numel,), (1,))
+            return any(torch.equal(p.detach().flatten().to(tensor.dtype), flat) for p in candidates)
 
     @property
     def total(self) -> int:
