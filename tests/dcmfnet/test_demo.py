@@ -131,7 +131,12 @@ def test_command_loads_a_checkpoint_and_reports_a_busy_port(tmp_path, capsys) ->
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        assert dcmfnet_main(["demo", "--checkpoint", str(checkpoint), "--port", str(port)]) == 2
+        threads = torch.get_num_threads()
+        try:
+            assert dcmfnet_main(["demo", "--checkpoint", str(checkpoint), "--port", str(port), "--threads", "1"]) == 2
+            assert torch.get_num_threads() == 1
+        finally:
+            torch.set_num_threads(threads)
     assert f"cannot serve on 127.0.0.1:{port}" in capsys.readouterr().err
 
 

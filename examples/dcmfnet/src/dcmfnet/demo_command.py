@@ -20,6 +20,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import torch
+
 from dcmfnet.command_line import InputError, run_command
 
 __all__ = ["add_arguments", "main", "run"]
@@ -40,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860, help="TCP port (default 7860)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads of torch (default: torch's; 1 suits a busy machine)"
+    )
     parser.add_argument("--max-pixels", type=int, default=None, help="largest image in pixels (default 4096²)")
     parser.add_argument("--max-expression-chars", type=int, default=None, help="longest expression (default 200)")
 
@@ -59,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"the demo needs Gradio ({error}): pip install 'dcmfnet[demo]'") from error
     from dcmfnet.inference import Segmenter
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     options = {"device": args.device, "max_pixels": args.max_pixels or demo.DEMO_MAX_PIXELS}
     if args.model is not None:
         segmenter = Segmenter.from_pretrained(args.model, **options)
