@@ -110,7 +110,7 @@ def _fusion_parts(
     """``F`` of Eq. 2 and the two branches it was computed from (for a backward that recomputes them)."""
     branches = _fusion_branches(x, guided, w1, b1, w2, b2)
     # head sum "b (h c) x y -> b c x y" as unflatten + sum: a view for any strides, less Python than einops
-    return torch.tanh((branches[0] * branches[1]).unflatten(1, (heads, -1)).sum(1)), branches
+    return torch.tanh(torch.unflatten(branches[0] * branches[1], 1, (heads, -1)).sum(1)), branches
 
 
 def fusion_grads(
@@ -134,7 +134,7 @@ def fusion_grads(
     x, guided, w1, b1, w2, b2 = saved
     if branches is None:
         branches = _fusion_branches(x, guided, w1, b1, w2, b2)
-    from_guidance, from_guided = branches[0].unflatten(1, (heads, -1)), branches[1].unflatten(1, (heads, -1))
+    from_guidance, from_guided = (torch.unflatten(branch, 1, (heads, -1)) for branch in branches)
     grad_sum = torch.ops.aten.tanh_backward(grad, fused)[:, None]  # d/d(sum over heads), broadcast over heads
     grad_guided_pre = torch.ops.aten.tanh_backward(grad_sum * from_guidance, from_guided).flatten(1, 2)
     dguided, dw2, db2 = _conv_backward(grad_guided_pre, guided, w2, 0, (needs[1], needs[4], needs[5]))
