@@ -12,7 +12,7 @@ from dcmfnet.data.benchmark import BenchmarkScene, generate_benchmark_scene
 from dcmfnet.data.build import build_dataset, max_tokens_for
 from dcmfnet.data.expressions import ABSOLUTE_POSITION_WORDS, KINDS, VOCABULARY
 from dcmfnet.data.resolver import parse, resolve
-from dcmfnet.data.scenes import COLOURS, MIN_VISIBLE, SIZES, SceneObject, visible_shares
+from dcmfnet.data.scenes import COLOURS, MIN_VISIBLE, SHAPES, SIZES, SceneObject, visible_shares
 from dcmfnet.train_config import load_run_config
 
 KIND_NAMES = sorted(KINDS)
@@ -31,7 +31,7 @@ def kind_scenes(request: pytest.FixtureRequest) -> tuple[str, list[BenchmarkScen
 def _head_fits(expression: str, obj: SceneObject) -> bool:
     """Independent of the resolver: the head noun's words (before any modifier) all describe ``obj``."""
     words = expression.split()
-    shape_at = next(i for i, w in enumerate(words) if w in ("circle", "square", "triangle", "diamond"))
+    shape_at = next(i for i, w in enumerate(words) if w in SHAPES)
     adjectives = {w for w in words[:shape_at] if w in COLOURS or w in SIZES}
     return words[shape_at] == obj.shape and adjectives <= {obj.colour, obj.size}
 

@@ -108,11 +108,11 @@ def test_a_landmark_is_never_its_own_referent() -> None:
         Expression(Noun("circle")),
         Expression(Noun("circle", "red", "small")),
         Expression(Noun("square", size="big"), rank=1, direction="top"),
-        Expression(Noun("diamond", "green"), rank=3, direction="bottom"),
+        Expression(Noun("cross", "green"), rank=3, direction="bottom"),
         Expression(Noun("triangle"), relation="left_of", landmark=Noun("square", "blue", "big")),
         Expression(Noun("triangle"), relation="right_of", landmark=Noun("circle")),
         Expression(Noun("triangle"), relation="next_to", landmark=Noun("circle", size="small")),
-        Expression(Noun("square", "purple"), relation="between", landmark=Noun("diamond", "yellow")),
+        Expression(Noun("square", "white"), relation="between", landmark=Noun("cross", "yellow")),
     ],
 )
 @pytest.mark.parametrize("style", ["adjective", "phrase", "ordinal"])

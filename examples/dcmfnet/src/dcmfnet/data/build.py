@@ -14,7 +14,7 @@ __all__ = ["BENCHMARK_MAX_TOKENS", "SYNTHETIC_MAX_TOKENS", "build_dataset", "max
 
 #: Longest synthetic expression ("the small red circle on the left", 7 words) plus room for special tokens.
 SYNTHETIC_MAX_TOKENS = 12
-#: Longest benchmark expression ("the small purple triangle to the left of the big blue diamond", 12 words) + room.
+#: Longest benchmark expression ("the small white triangle to the left of the big blue cross", 12 words) + room.
 BENCHMARK_MAX_TOKENS = 16
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "DIRECTIONS",
     "KINDS",
     "ORDINALS",
+    "PLURALS",
     "RELATIONS",
     "VOCABULARY",
     "Expression",
@@ -59,10 +60,12 @@ POSITION_PREPOSITION: dict[str, str] = {"left": "on", "right": "on", "top": "at"
 #: Words that place an object in the image frame (RefCOCO+ forbids them, so does ``refcocoplus_like``).
 ABSOLUTE_POSITION_WORDS: frozenset[str] = frozenset({*DIRECTIONS, *ORDINALS, "leftmost", "rightmost", "middle"})
 
+#: The plural of each shape word ("the two crosses").
+PLURALS: dict[str, str] = {shape: shape + ("es" if shape.endswith("s") else "s") for shape in SHAPES}
 #: Every word an expression of any kind can use (for the word-level text encoder).
 VOCABULARY: tuple[str, ...] = (
     "the", "on", "at", "of", "to", "from", "next", "above", "below", "between", "two",
-    *DIRECTIONS, *ORDINALS, *SIZES, *COLOURS, *SHAPES, *(f"{shape}s" for shape in SHAPES),
+    *DIRECTIONS, *ORDINALS, *SIZES, *COLOURS, *SHAPES, *PLURALS.values(),
 )  # fmt: skip
 
 
@@ -80,7 +83,7 @@ class Noun:
 
     def words(self, *, plural: bool = False) -> list[str]:
         """``[size] [colour] shape[s]``."""
-        return [w for w in (self.size, self.colour) if w is not None] + [self.shape + ("s" if plural else "")]
+        return [w for w in (self.size, self.colour) if w is not None] + [PLURALS[self.shape] if plural else self.shape]
 
 
 @dataclass(frozen=True)

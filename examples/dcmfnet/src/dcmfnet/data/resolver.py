@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from dcmfnet.data.expressions import (
     DIRECTIONS,
     ORDINALS,
+    PLURALS,
     POSITION_PREPOSITION,
     RELATION_WORDS,
     Expression,
@@ -100,9 +101,10 @@ class _Words:
 def _noun(words: _Words, *, plural: bool = False) -> Noun:
     size = words.take() if words.peek() in SIZES else None
     colour = words.take() if words.peek() in COLOURS else None
-    shapes = [s + "s" for s in SHAPES] if plural else list(SHAPES)
-    shape = words.take(*shapes)
-    return Noun(shape[:-1] if plural else shape, colour, size)
+    if plural:
+        word = words.take(*PLURALS.values())
+        return Noun(next(s for s, p in PLURALS.items() if p == word), colour, size)
+    return Noun(words.take(*SHAPES), colour, size)
 
 
 def parse(text: str) -> Expression:

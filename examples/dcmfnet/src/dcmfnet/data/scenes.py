@@ -39,15 +39,15 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "yellow": (235, 225, 50),
     "green": (40, 175, 60),
     "blue": (45, 85, 240),
-    "purple": (160, 55, 210),
+    "white": (235, 235, 235),
 }
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 SIZES: tuple[str, ...] = ("small", "big")
 
 #: Object radius range as a fraction of the image side, per size word (small objects are ~9 px wide at 64).
 RADIUS_RANGE: dict[str, tuple[float, float]] = {"small": (0.065, 0.08), "big": (0.11, 0.14)}
 #: Radius of the circle that holds each shape, relative to the object radius.
-_EXTENT = {"circle": 1.0, "square": 0.85 * math.sqrt(2.0), "triangle": 1.15, "diamond": 1.25}
+_EXTENT = {"circle": 1.0, "square": 0.85 * math.sqrt(2.0), "triangle": 1.15, "cross": 1.0}
 #: Fewest share of an object's pixels that must stay visible under the objects painted after it.
 MIN_VISIBLE = 0.6
 
@@ -86,8 +86,9 @@ def shape_mask(obj: SceneObject, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
         return dx * dx + dy * dy <= r * r
     if obj.shape == "square":
         return (np.abs(dx) <= 0.85 * r) & (np.abs(dy) <= 0.85 * r)
-    if obj.shape == "diamond":
-        return np.abs(dx) + np.abs(dy) <= _EXTENT["diamond"] * r
+    if obj.shape == "cross":  # a plus sign: arms 0.66 r wide, 1.9 r long
+        arm, reach = 0.33 * r, 0.95 * r
+        return ((np.abs(dx) <= arm) & (np.abs(dy) <= reach)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= reach))
     # upward equilateral triangle with circumradius 1.15 r: apex at -R, base at +R/2
     big_r = _EXTENT["triangle"] * r
     half_width = (dy + big_r) / (1.5 * big_r) * (big_r * math.sqrt(3.0) / 2.0)
