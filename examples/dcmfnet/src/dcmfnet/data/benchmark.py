@@ -195,6 +195,7 @@ def generate_benchmark_scene(
     occlusion_probability: float = 0.5,
     max_overlap: float = 0.45,
     clutter: int = 4,
+    object_scale: float = 1.0,
 ) -> BenchmarkScene:
     """Generate one scene of ``kind`` and its expression.
 
@@ -208,6 +209,7 @@ def generate_benchmark_scene(
         max_overlap: how far objects overlap in those scenes (``overlap`` of :func:`place_objects`);
             every object keeps at least 60% of its pixels visible.
         clutter: most clutter line segments in the background.
+        object_scale: multiplies every object's radius (1: small objects ~9 px wide at 64x64).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown benchmark kind {kind!r}; valid: {sorted(KINDS)}")
@@ -221,7 +223,7 @@ def generate_benchmark_scene(
         specs = _specs(rng, form, int(rng.integers(min_objects, max_objects + 1)))
         overlap = max_overlap if rng.random() < occlusion_probability else 0.0
         centres = _between_centres(rng, image_size) if form == "between" else None
-        placed = place_objects(rng, specs, image_size, overlap=overlap, centres=centres)
+        placed = place_objects(rng, specs, image_size, overlap=overlap, centres=centres, scale=object_scale)
         if placed is None:
             continue
         order = rng.permutation(len(placed))  # painting order; the target is placed[0]

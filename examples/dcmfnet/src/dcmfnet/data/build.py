@@ -86,4 +86,5 @@ def _benchmark(cfg: DataConfig, split: str, limit: int | None, transform: Referr
         occlusion_probability=options.occlusion_probability,
         max_overlap=options.max_overlap,
         clutter=options.clutter,
+        object_scale=options.object_scale,
     )

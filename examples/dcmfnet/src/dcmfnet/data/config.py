@@ -39,6 +39,7 @@ class BenchmarkDataConfig:
     occlusion_probability: float = 0.5
     max_overlap: float = 0.45
     clutter: int = 4
+    object_scale: float = 1.0
 
 
 @dataclass

@@ -102,6 +102,7 @@ def place_objects(
     *,
     overlap: float = 0.0,
     centres: dict[int, tuple[float, float]] | None = None,
+    scale: float = 1.0,
 ) -> list[SceneObject] | None:
     """Place objects at random inside the image.
 
@@ -113,6 +114,7 @@ def place_objects(
             their extents (0: apart; 0.3: centres may come as close as 70% of that sum); when
             positive, half the objects are drawn against an earlier one, so they overlap.
         centres: fixed centres of some objects (by index into ``specs``); the others are drawn.
+        scale: multiplies the radii of :data:`RADIUS_RANGE`.
 
     Returns:
         the objects, or ``None`` when some object found no place in 60 tries (a fixed one: at once).
@@ -121,7 +123,7 @@ def place_objects(
     centres = centres or {}
     for k, (colour, shape, size) in enumerate(specs):
         low_r, high_r = RADIUS_RANGE[size]
-        radius = float(rng.uniform(low_r, high_r)) * image_size
+        radius = float(rng.uniform(low_r, high_r)) * image_size * scale
         extent = radius * _EXTENT[shape]
         for _ in range(1 if k in centres else 60):
             if k in centres:
