@@ -130,3 +130,12 @@ def test_ablation_config_builds_its_kind(kind: str) -> None:
     assert item["image"].shape == (3, 64, 64) and item["mask"].shape == (1, 64, 64)
     longest = max(len(s.expression.split()) for s in _scenes(kind, 300))
     assert max_tokens_for(cfg.data) >= longest + 1  # [CLS] + words
+
+
+def test_object_scale_enlarges_objects() -> None:
+    def mean_radius(scale: float) -> float:
+        rngs = [np.random.default_rng([9, i]) for i in range(50)]
+        scenes = [generate_benchmark_scene(rng, "refcoco_like", object_scale=scale) for rng in rngs]
+        return float(np.mean([o.radius for s in scenes for o in s.objects]))
+
+    assert mean_radius(1.25) > 1.15 * mean_radius(1.0)
