@@ -26,6 +26,7 @@ __all__ = [
     "COLOURS",
     "MIN_VISIBLE",
     "SHAPES",
+    "SHAPE_EXTENT",
     "SIZES",
     "SceneObject",
     "place_objects",
@@ -47,7 +48,8 @@ SIZES: tuple[str, ...] = ("small", "big")
 #: Object radius range as a fraction of the image side, per size word (small objects are ~9 px wide at 64).
 RADIUS_RANGE: dict[str, tuple[float, float]] = {"small": (0.065, 0.08), "big": (0.11, 0.14)}
 #: Radius of the circle that holds each shape, relative to the object radius.
-_EXTENT = {"circle": 1.0, "square": 0.85 * math.sqrt(2.0), "triangle": 1.15, "cross": 1.0}
+#: Radius of the circle containing each shape, in units of the object's radius.
+SHAPE_EXTENT = {"circle": 1.0, "square": 0.85 * math.sqrt(2.0), "triangle": 1.15, "cross": 1.0}
 #: Fewest share of an object's pixels that must stay visible under the objects painted after it.
 MIN_VISIBLE = 0.6
 
@@ -66,7 +68,7 @@ class SceneObject:
     @property
     def extent(self) -> float:
         """Radius of a circle that contains the shape."""
-        return self.radius * _EXTENT[self.shape]
+        return self.radius * SHAPE_EXTENT[self.shape]
 
 
 def shape_mask(obj: SceneObject, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
@@ -90,7 +92,7 @@ def shape_mask(obj: SceneObject, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
         arm, reach = 0.33 * r, 0.95 * r
         return ((np.abs(dx) <= arm) & (np.abs(dy) <= reach)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= reach))
     # upward equilateral triangle with circumradius 1.15 r: apex at -R, base at +R/2
-    big_r = _EXTENT["triangle"] * r
+    big_r = SHAPE_EXTENT["triangle"] * r
     half_width = (dy + big_r) / (1.5 * big_r) * (big_r * math.sqrt(3.0) / 2.0)
     return (dy >= -big_r) & (dy <= big_r / 2.0) & (np.abs(dx) <= half_width)
 
@@ -124,7 +126,7 @@ def place_objects(
     for k, (colour, shape, size) in enumerate(specs):
         low_r, high_r = RADIUS_RANGE[size]
         radius = float(rng.uniform(low_r, high_r)) * image_size * scale
-        extent = radius * _EXTENT[shape]
+        extent = radius * SHAPE_EXTENT[shape]
         for _ in range(1 if k in centres else 60):
             if k in centres:
                 cx, cy = centres[k]

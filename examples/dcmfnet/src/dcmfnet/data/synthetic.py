@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dcmfnet.data.base import RawSample, ReferringDataset
+from dcmfnet.data.scenes import SHAPE_EXTENT, SceneObject, shape_mask
 from dcmfnet.data.transforms import ReferringTransform
 
 __all__ = [
@@ -56,8 +57,6 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 #: Object radius as a fraction of the image side, per size word.
 _RADIUS = {"small": 0.085, "big": 0.14}
-#: Radius of the circle that holds each shape, relative to the object radius.
-_EXTENT = {"circle": 1.0, "square": 0.85 * math.sqrt(2.0), "triangle": 1.15}
 _POSITION_WORDS = {"x": ("left", "right"), "y": ("top", "bottom")}
 
 #: Every word the expressions use (for word-level text encoders).
@@ -73,23 +72,6 @@ VOCABULARY: tuple[str, ...] = (
     *COLOURS,
     *SHAPES,
 )
-
-
-@dataclass(frozen=True)
-class SceneObject:
-    """One object of a scene: attributes, centre ``(cx, cy)`` and radius in pixels."""
-
-    colour: str
-    shape: str
-    size: str
-    cx: float
-    cy: float
-    radius: float
-
-    @property
-    def extent(self) -> float:
-        """Radius of a circle that contains the shape."""
-        return self.radius * _EXTENT[self.shape]
 
 
 @dataclass(frozen=True)
@@ -113,24 +95,6 @@ class Scene:
     kind: str
 
 
-def _shape_mask(obj: SceneObject, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
-    """Rasterise one object: a pixel belongs to it when its centre is inside the shape."""
-    dx, dy = xx - obj.cx, yy - obj.cy
-    r = obj.radius
-    if obj.shape == "circle":
-        return dx * dx + dy * dy <= r * r
-    if obj.shape == "square":
-        half = 0.85 * r
-        return (np.abs(dx) <= half) & (np.abs(dy) <= half)
-    # upward equilateral triangle with circumradius 1.15 r
-    R = _EXTENT["triangle"] * r
-    h = 1.5 * R  # apex at -R, base at +R/2
-    half_base = R * math.sqrt(3.0) / 2.0
-    inside_y = (dy >= -R) & (dy <= R / 2.0)
-    half_width = (dy + R) / h * half_base
-    return inside_y & (np.abs(dx) <= half_width)
-
-
 def _place(
     rng: np.random.Generator,
     specs: list[tuple[str, str, str]],
@@ -143,7 +107,7 @@ def _place(
     margin = 1.0
     for k, (colour, shape, size) in enumerate(specs):
         radius = _RADIUS[size] * image_size
-        extent = radius * _EXTENT[shape]
+        extent = radius * SHAPE_EXTENT[shape]
         for _ in range(60):
             low, high = extent + margin, image_size - extent - margin
             cx, cy = rng.uniform(low, high, size=2)
@@ -171,7 +135,7 @@ def _render(rng: np.random.Generator, objects: list[SceneObject], image_size: in
     image += rng.normal(0.0, 6.0, size=image.shape)
     masks = np.zeros((len(objects), image_size, image_size), dtype=bool)
     for i, obj in enumerate(objects):
-        masks[i] = _shape_mask(obj, xx, yy)
+        masks[i] = shape_mask(obj, xx, yy)
         colour = np.asarray(COLOURS[obj.colour], dtype=np.float32) + rng.uniform(-20, 20, size=3)
         image[masks[i]] = colour + rng.normal(0.0, 4.0, size=(int(masks[i].sum()), 3))
     return np.clip(image, 0, 255).astype(np.uint8), masks
