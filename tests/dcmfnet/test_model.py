@@ -400,3 +400,23 @@ def test_swin_output_stride_is_checked_by_the_config(backbone: str) -> None:
     assert ModelConfig(backbone=backbone, output_stride=32).output_stride == 32
     with pytest.raises(ValueError, match="supports only output_stride=32"):
         load_model_config("paper_swin.yaml", ["output_stride=8"])
+
+
+def test_igf_fused_switch_gives_the_same_training_step() -> None:
+    """``igf_fused=false`` (the plain IGF path) and the fused default: same loss, same gradients."""
+    torch.manual_seed(0)
+    fused = build_model(load_model_config("model_cpu")).train()
+    plain = build_model(load_model_config("model_cpu", ["igf_fused=false"])).train()
+    plain.load_state_dict(fused.state_dict())
+    images = torch.randn(2, 3, 64, 64)
+    text = fused.tokenize(["the red circle", "the small blue square on the left"], 8)
+    losses = []
+    for model in (fused, plain):
+        torch.manual_seed(1)  # same dropout draws
+        loss = model(images, text).square().mean()
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    for (name, p_fused), p_plain in zip(fused.named_parameters(), plain.parameters(), strict=True):
+        if p_fused.grad is not None:
+            torch.testing.assert_close(p_fused.grad, p_plain.grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -87,6 +87,8 @@ class ModelConfig:
             ``fusions_and_last_gate`` (Table 5).
         igf_kernel_size: Kernel of the gates' and output convolutions (paper: 3).
         igf_checkpoint: Activation checkpointing inside the IGFs (saves memory).
+        igf_fused: The IGFs' fused fusion/ASGate steps (default; keep no ``h C'_v``-wide tensor for
+            backward, same values); ``False`` is the plain path (a little faster at small CPU shapes).
         lgve1_hidden_ratio: ``C'_v / C_v`` of the encoder-stage IGFs (paper: 0.5).
         lgve1_guidance_channels: ``C'_l`` of the encoder-stage IGFs (paper: 256).
         multi_level_channels: Width of ``M`` and ``C'_v = C'_l`` of the LGVE-2 IGF (paper: 256).
@@ -119,6 +121,7 @@ class ModelConfig:
     igf_output_mode: str = "all_fusions"
     igf_kernel_size: int = 3
     igf_checkpoint: bool = False
+    igf_fused: bool = True
     lgve1_hidden_ratio: float = 0.5
     lgve1_guidance_channels: int = 256
     multi_level_channels: int = 256
@@ -256,6 +259,7 @@ def _build(cfg: ModelConfig, text_encoder: TextEncoder | None) -> DCMFNet:
             output_mode=cfg.igf_output_mode,
             kernel_size=cfg.igf_kernel_size,
             checkpoint=cfg.igf_checkpoint,
+            fused=cfg.igf_fused,
         )
 
     # LGVE-1: IGF(L, V_i) at the chosen stages, C'_v = C_v * ratio, C'_l = lgve1_guidance_channels.
