@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dcmfnet.data.base import ReferringDataset
 from dcmfnet.data.benchmark import BenchmarkReferring
-from dcmfnet.data.config import DataConfig
+from dcmfnet.data.config import BenchmarkDataConfig, DataConfig, SyntheticDataConfig
 from dcmfnet.data.expressions import KINDS
 from dcmfnet.data.refer import MAX_TOKENS, ReferDataset
 from dcmfnet.data.synthetic import SyntheticReferring
@@ -42,13 +42,9 @@ def build_dataset(cfg: DataConfig, split: str, *, train: bool) -> ReferringDatas
         return _benchmark(cfg, split, limit, transform)
     if cfg.dataset == "synthetic":
         syn = cfg.synthetic
-        sizes = {"train": syn.train_samples, "val": syn.val_samples, "test": syn.test_samples}
-        if split not in sizes:
-            raise ValueError(f"unknown split {split!r}; the synthetic dataset has splits {sorted(sizes)}")
-        num_samples = sizes[split] if limit is None else min(sizes[split], limit)
         return SyntheticReferring(
             split=split,
-            num_samples=num_samples,
+            num_samples=_num_samples(syn, split, limit, "the synthetic dataset"),
             image_size=cfg.image_size,
             seed=syn.seed,
             min_objects=syn.min_objects,
@@ -68,16 +64,21 @@ def build_dataset(cfg: DataConfig, split: str, *, train: bool) -> ReferringDatas
     )
 
 
+def _num_samples(options: SyntheticDataConfig | BenchmarkDataConfig, split: str, limit: int | None, name: str) -> int:
+    """Samples of a procedural split: its configured size, capped by ``limit``; unknown splits are an error."""
+    sizes = {"train": options.train_samples, "val": options.val_samples, "test": options.test_samples}
+    if split not in sizes:
+        raise ValueError(f"unknown split {split!r}; {name} has splits {sorted(sizes)}")
+    return sizes[split] if limit is None else min(sizes[split], limit)
+
+
 def _benchmark(cfg: DataConfig, split: str, limit: int | None, transform: ReferringTransform) -> BenchmarkReferring:
     """One kind of the built-in benchmark (``cfg.dataset``) with the options of ``cfg.benchmark``."""
     options = cfg.benchmark
-    sizes = {"train": options.train_samples, "val": options.val_samples, "test": options.test_samples}
-    if split not in sizes:
-        raise ValueError(f"unknown split {split!r}; the benchmark has splits {sorted(sizes)}")
     return BenchmarkReferring(
         kind=cfg.dataset,
         split=split,
-        num_samples=sizes[split] if limit is None else min(sizes[split], limit),
+        num_samples=_num_samples(options, split, limit, "the benchmark"),
         seed=options.seed,
         transform=transform,
         image_size=cfg.image_size,
