@@ -38,6 +38,10 @@ __all__ = [
     "autocast_cast",
     "autocast_off",
     "fused_path_applies",
+    "records_autograd",
+    "sigmoid_of_temporary",
+    "sum_heads",
+    "tanh_of_temporary",
 ]
 
 _AUTOCAST_ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
@@ -53,6 +57,27 @@ def fused_path_applies(enabled: bool) -> bool:
     return (
         enabled and torch.is_grad_enabled() and not torch.compiler.is_exporting() and not torch._C._get_tracing_state()
     )
+
+
+def records_autograd(*tensors: Tensor | None) -> bool:
+    """Whether autograd records an operation on ``tensors`` now.
+
+    Where it does not (``no_grad``, inference mode, no input requiring grad, or
+    inside an autograd Function's ``forward``), the IGF steps compute their
+    elementwise operations in place: the same kernels and values, without
+    allocating a fresh ``h * C'_v``-wide tensor for every ``tanh`` and product.
+    """
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def tanh_of_temporary(tensor: Tensor) -> Tensor:
+    """``tanh`` of a tensor that only the caller holds: in place where autograd does not record it."""
+    return torch.tanh(tensor) if records_autograd(tensor) else tensor.tanh_()
+
+
+def sigmoid_of_temporary(tensor: Tensor) -> Tensor:
+    """``sigmoid`` of a tensor that only the caller holds: in place where autograd does not record it."""
+    return torch.sigmoid(tensor) if records_autograd(tensor) else tensor.sigmoid_()
 
 
 def autocast_cast(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
@@ -89,19 +114,44 @@ def _conv_backward(
 
 
 def _fusion_branches(
-    x: Tensor, guided: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
+    x: Tensor, guided: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, *, guided_tanh: bool = True
 ) -> tuple[Tensor, Tensor]:
-    """``tanh(W1 x)`` (``(B, hC, 1, 1)`` for a vector ``x``) and ``tanh(W2 G)`` ``(B, hC, H, W)``."""
+    """``tanh(W1 x)`` (``(B, hC, 1, 1)`` for a vector ``x``) and ``tanh(W2 G)`` ``(B, hC, H, W)``.
+
+    With ``guided_tanh=False`` the second is ``W2 G`` before its ``tanh``.
+    """
     if x.dim() == 2:
-        branch = torch.tanh(F.linear(x, w1.flatten(1), b1))[:, :, None, None]
+        branch = tanh_of_temporary(F.linear(x, w1.flatten(1), b1))[:, :, None, None]
     else:
-        branch = torch.tanh(F.conv2d(x, w1, b1))
-    return branch, torch.tanh(F.conv2d(guided, w2, b2))
+        branch = tanh_of_temporary(F.conv2d(x, w1, b1))
+    guided_pre = F.conv2d(guided, w2, b2)
+    return branch, tanh_of_temporary(guided_pre) if guided_tanh else guided_pre
 
 
 def fusion_value(x: Tensor, guided: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, heads: int) -> Tensor:
     """Eq. 2 for all heads: ``tanh(sum_i tanh(W1_i x) * tanh(W2_i G))`` -> ``(B, C, H, W)``."""
-    return _fusion_parts(x, guided, w1, b1, w2, b2, heads)[0]
+    return sum_heads(*_fusion_branches(x, guided, w1, b1, w2, b2, guided_tanh=False), heads)
+
+
+def sum_heads(from_guidance: Tensor, guided_pre: Tensor, heads: int) -> Tensor:
+    """``tanh(sum_i from_guidance_i * tanh(guided_pre_i))``: Eq. 2 from its two projections.
+
+    Where autograd does not record, ``guided_pre`` (a temporary of the caller) is
+    overwritten: the same kernels and values, no new ``h * C``-wide tensor.
+
+    Args:
+        from_guidance: ``tanh(W1 x)``, ``(B, h C, 1, 1)`` or ``(B, h C, H, W)``.
+        guided_pre: ``W2 G``, ``(B, h C, H, W)``.
+        heads: ``h``.
+
+    Returns:
+        ``F``, ``(B, C, H, W)``.
+    """
+    # The head sum "b (h c) x y -> b c x y" as unflatten + sum: a view for any strides.
+    if records_autograd(from_guidance, guided_pre) or from_guidance.dtype != guided_pre.dtype:
+        return torch.tanh(torch.unflatten(from_guidance * torch.tanh(guided_pre), 1, (heads, -1)).sum(1))
+    products = guided_pre.tanh_().mul_(from_guidance)
+    return torch.unflatten(products, 1, (heads, -1)).sum(1).tanh_()
 
 
 def _fusion_parts(
@@ -109,7 +159,7 @@ def _fusion_parts(
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """``F`` of Eq. 2 and the two branches it was computed from (for a backward that recomputes them)."""
     branches = _fusion_branches(x, guided, w1, b1, w2, b2)
-    # head sum "b (h c) x y -> b c x y" as unflatten + sum: a view for any strides, less Python than einops
+    # the head sum of sum_heads, out of place: the backward reads both branches
     return torch.tanh(torch.unflatten(branches[0] * branches[1], 1, (heads, -1)).sum(1)), branches
 
 
@@ -185,13 +235,14 @@ def asgate_value(
 ) -> tuple[Tensor, Tensor]:
     """Eq. 3: ``(G_t, z_t)`` with ``z_t = sigmoid(W_z * (F + G) + b_z)``, ``G_t = tanh(W_g * [F; F z_t] + b_g)``."""
     selection = _selection(fused, hidden, wz, bz)
-    new_hidden = torch.tanh(F.conv2d(torch.cat([fused, fused * selection], dim=1), wg, bg, padding=wg.shape[-1] // 2))
-    return new_hidden, selection
+    gate_pre = F.conv2d(torch.cat([fused, fused * selection], dim=1), wg, bg, padding=wg.shape[-1] // 2)
+    return tanh_of_temporary(gate_pre), selection
 
 
 def _selection(fused: Tensor, hidden: Tensor, wz: Tensor, bz: Tensor) -> Tensor:
     """``z_t = sigmoid(W_z * (F + G) + b_z)`` of Eq. 3."""
-    return torch.sigmoid(F.conv2d(fused + hidden, wz, bz, padding=wz.shape[-1] // 2))
+    selection_pre = F.conv2d(fused + hidden, wz, bz, padding=wz.shape[-1] // 2)
+    return sigmoid_of_temporary(selection_pre)
 
 
 def asgate_grads(saved: tuple[Tensor, ...], grad: Tensor, needs: tuple[bool, ...]) -> tuple[Tensor | None, ...]:

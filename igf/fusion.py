@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import reduce
 from torch import Tensor, nn
 
 from igf._validation import (
@@ -15,7 +14,14 @@ from igf._validation import (
     check_same_spatial,
     check_tensor,
 )
-from igf.fused import FusedFusion, autocast_cast, autocast_off, fused_path_applies
+from igf.fused import (
+    FusedFusion,
+    autocast_cast,
+    autocast_off,
+    fused_path_applies,
+    sum_heads,
+    tanh_of_temporary,
+)
 
 __all__ = ["BilinearFusionUnit"]
 
@@ -31,7 +37,9 @@ class BilinearFusionUnit(nn.Module):
 
     Each of :math:`W_1` and :math:`W_2` is stored as one dense 1x1 convolution
     with ``heads * guided_channels`` outputs laid out head-major ``(h c)``;
-    the head sum is an ``einops.reduce`` over ``h``.
+    the head sum unflattens ``(h c)`` and sums over ``h``. Where autograd does not
+    record (inference), the ``tanh`` and the product run in place: same values,
+    no fresh ``h``-times-wide tensor per operation.
 
     A vector guidance ``(B, C_l)`` is projected with a matrix product and
     broadcast over ``H x W``; it is never tiled to a map first.
@@ -103,8 +111,8 @@ class BilinearFusionUnit(nn.Module):
         """
         if guidance.dim() == 2:
             projected = F.linear(guidance, self.proj_guidance.weight.flatten(1), self.proj_guidance.bias)
-            return torch.tanh(projected)[:, :, None, None]
-        return torch.tanh(self.proj_guidance(guidance))
+            return tanh_of_temporary(projected)[:, :, None, None]
+        return tanh_of_temporary(self.proj_guidance(guidance))
 
     def fuse(self, encoded_guidance: Tensor, guided: Tensor) -> Tensor:
         """Fuse a pre-computed guidance branch with the guided feature (inputs not checked).
@@ -116,9 +124,7 @@ class BilinearFusionUnit(nn.Module):
         Returns:
             ``(B, C_v, H, W)``.
         """
-        guided_heads = torch.tanh(self.proj_guided(guided))
-        summed = reduce(encoded_guidance * guided_heads, "b (h c) x y -> b c x y", "sum", h=self.heads)
-        return torch.tanh(summed)
+        return sum_heads(encoded_guidance, self.proj_guided(guided), self.heads)
 
     def fuse_unchecked(self, guidance: Tensor, guided: Tensor) -> Tensor:
         """Eq. 2 on inputs that are not checked: the fused function where it applies, else the plain modules.

@@ -21,7 +21,14 @@ import torch
 from torch import Tensor, nn
 
 from igf._validation import check_channels, check_odd_kernel_size, check_positive_int, check_tensor
-from igf.fused import FusedASGate, autocast_cast, autocast_off, fused_path_applies
+from igf.fused import (
+    FusedASGate,
+    autocast_cast,
+    autocast_off,
+    fused_path_applies,
+    sigmoid_of_temporary,
+    tanh_of_temporary,
+)
 
 __all__ = ["GATES", "ASGate", "ConvGRUGate", "ConvLSTMGate", "GateFactory"]
 
@@ -141,9 +148,8 @@ class ASGate(_ConvGate):
             with autocast_off(fused):
                 new_hidden: Tensor = FusedASGate.apply(*args)[0]
             return new_hidden, None
-        selection = torch.sigmoid(self.conv_z(fused + hidden))
-        selected = fused * selection
-        return torch.tanh(self.conv_g(torch.cat([fused, selected], dim=1))), None
+        selection = sigmoid_of_temporary(self.conv_z(fused + hidden))
+        return tanh_of_temporary(self.conv_g(torch.cat([fused, fused * selection], dim=1))), None
 
 
 class ConvGRUGate(_ConvGate):
