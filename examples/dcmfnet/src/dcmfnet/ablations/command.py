@@ -8,6 +8,7 @@ Usage::
         data.root=/data/refer
     dcmfnet ablate --report-only --output-dir ablations/refcocog_like
     dcmfnet ablate --only mlff-concat-s3 --from ablations/refcocog_like --output-dir /tmp/rerun
+    dcmfnet ablate --diagnose gate-convgru --output-dir ablations/refcocog_like
 
 Each run (one row's model at one seed) trains for exactly ``--steps`` optimizer steps in
 ``OUTPUT/runs/RUN_ID/`` (a subprocess with one thread), is scored on every ``--eval-splits`` split
@@ -16,7 +17,8 @@ from its last checkpoint, and is appended to ``OUTPUT/runs.jsonl``. The full mod
 skips recorded runs and resumes interrupted ones. ``OUTPUT/tableN.md`` and ``tableN.png`` are
 rewritten after every run; ``OUTPUT/COMMAND.txt`` keeps every command that wrote to the folder.
 ``key=value`` overrides go to every run (not the model switches, seeds or steps: the runner sets
-those).
+those). ``--diagnose ROW`` compares a recorded row with the full model (loss curves; gradient norms
+and output scales at init) and writes ``OUTPUT/diagnose_ROW.md``.
 """
 
 from __future__ import annotations
@@ -94,12 +96,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="splits scored after training, comma-separated; the first is the tables' main split",
     )
     parser.add_argument("--output-dir", required=True, help="folder of runs.jsonl, the tables, plots and runs/")
-    parser.add_argument("--report-only", action="store_true", help="only rewrite the tables and plots from runs.jsonl")
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--report-only", action="store_true", help="only rewrite the tables and plots from runs.jsonl")
+    mode.add_argument(
         "--only",
         metavar="RUN_ID",
         default=None,
         help="rerun one recorded run (from --from) into a new --output-dir and compare its metrics",
+    )
+    mode.add_argument(
+        "--diagnose",
+        metavar="ROW",
+        default=None,
+        help="compare a row's recorded loss curves, and its gradient norms and output scales at init (seed: "
+        "--seeds, default the first recorded), with the full model's; writes OUTPUT/diagnose_ROW.md",
     )
     parser.add_argument("--from", dest="from_dir", default=None, help="with --only: the folder that recorded it")
     parser.add_argument("--dry-run", action="store_true", help="list the runs (and which are recorded); run nothing")
@@ -245,10 +255,29 @@ def _run_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_diagnose(args: argparse.Namespace) -> int:
+    from dcmfnet.ablations.diagnose import diagnose
+
+    given = [name for name in ("table", "rows", "steps", "dataset", "config", "from_dir") if getattr(args, name)]
+    if given or args.overrides:
+        raise InputError(f"--diagnose uses the recorded runs' settings; drop {given or args.overrides}")
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    if seeds is not None and len(seeds) != 1:
+        raise InputError(f"--diagnose compares the initialization at one seed, got --seeds {args.seeds}")
+    report = diagnose(args.output_dir, args.diagnose, seeds[0] if seeds else None)
+    path = Path(args.output_dir) / f"diagnose_{args.diagnose}.md"
+    path.write_text(report, encoding="utf-8")
+    print(report, end="")
+    print(f"[ablate] wrote {path}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run, rerun or report the ablations as the parsed arguments say; returns the exit status."""
+    """Run, rerun, diagnose or report the ablations as the parsed arguments say; returns the exit status."""
     if args.only:
         return _run_only(args)
+    if args.diagnose:
+        return _run_diagnose(args)
     if args.report_only:
         for path in write_reports(args.output_dir, args.table):
             print(f"wrote {path}")
