@@ -170,7 +170,10 @@ class AblationResults(BenchmarkResults):
     )
 
     def reports(self) -> list[Path]:
-        return sorted(ABLATIONS.glob("table*.md")) if ABLATIONS.is_dir() else []
+        # One folder per benchmark kind (``results/refcocog_like/table2.md``), or the tables directly in it.
+        if not ABLATIONS.is_dir():
+            return []
+        return sorted([*ABLATIONS.glob("table*.md"), *ABLATIONS.glob("*/table*.md")])
 
     def plots(self, report: Path) -> list[Path]:
         return sorted(report.parent.glob(f"{report.stem}.png"))

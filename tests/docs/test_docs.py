@@ -91,6 +91,20 @@ def test_every_public_name_has_an_api_entry(builds: dict[str, Build]) -> None:
     assert not missing, f"no API entry for {missing}"
 
 
+
+def test_committed_ablation_tables_are_rendered(builds: dict[str, Build]) -> None:
+    """Every committed ``tableN.md`` (one folder per benchmark kind) appears on the ablations page."""
+    returncode, _, stderr = builds["html"].result()
+    assert returncode == 0, stderr
+    html = (builds["html"].out / "html" / "guides" / "ablations.html").read_text(encoding="utf-8")
+    results = ROOT / "examples" / "dcmfnet" / "ablations" / "results"
+    tables = sorted([*results.glob("table*.md"), *results.glob("*/table*.md")])
+    if not tables:
+        assert "No ablation results are committed" in html
+    for table in tables:
+        assert table.relative_to(ROOT).as_posix() in html, f"{table} is not rendered"
+        assert f"{table.stem}.png" in html
+
 def test_every_public_name_has_an_example() -> None:
     """Each public name has a runnable example: in its docstring, or in its entry on api/igf.rst."""
     source = (DOCS / "api" / "igf.rst").read_text(encoding="utf-8")
