@@ -283,6 +283,8 @@ def run_all(
     failures: list[str] = []
 
     def one(spec: RunSpec) -> None:
+        if processes.stopping.is_set():  # stopped while this run waited for a worker: it never starts
+            return
         print(f"[ablate] {spec.run_id}: training {spec.steps} steps", flush=True)
         record = execute_run(spec, output_dir, commit=commit, processes=processes)
         with write_lock:
