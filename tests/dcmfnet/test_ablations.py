@@ -263,3 +263,24 @@ def test_report_only_rebuilds_the_tables_from_runs_jsonl(ablation: Path, tmp_pat
     assert (output / "table6.md").read_text() == (ablation / "table6.md").read_text()
     assert (output / "table6.png").exists() and not (output / "table4.md").exists()
     assert command.main(["--report-only", "--output-dir", str(tmp_path / "empty")]) == 2
+
+
+def test_a_stopped_runner_starts_no_waiting_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Runs still queued when a stop request arrives (SIGTERM) are neither started nor announced."""
+    from dcmfnet.ablations import runner
+
+    started: list[str] = []
+
+    def stopped_during_the_first_run(spec: Any, output_dir: Path, *, commit: Any, processes: Any) -> dict[str, Any]:
+        started.append(spec.run_id)
+        processes.stop()  # the stop request arrives while this run trains
+        metrics = {split: {"overall_iou": 0.5} for split in spec.eval_splits}
+        return {"run_id": spec.run_id, "metrics": metrics, "wall_seconds": 1.0}
+
+    monkeypatch.setattr(runner, "execute_run", stopped_during_the_first_run)
+    specs = plan_runs(TABLES[6].rows[:1], [0, 1, 2], steps=3, config="cpu_synthetic", dataset="synthetic")
+    assert runner.run_all(specs, tmp_path, jobs=1) == []
+    assert started == [specs[0].run_id]
+    assert capsys.readouterr().out.count("training") == 1
