@@ -15,7 +15,6 @@ Before a reversal is reported, the variant is compared with the full model on
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data.distributed import DistributedSampler
 
-from dcmfnet.ablations.records import RUNS_FILE, read_records
+from dcmfnet.ablations.records import RUNS_FILE, read_json_lines, read_records
 from dcmfnet.ablations.runner import RunSpec
 from dcmfnet.ablations.tables import FULL_KEY, rows_by_key
 from dcmfnet.command_line import InputError
@@ -127,15 +126,7 @@ def _read_points(path: Path) -> list[LossPoint]:
     if not path.is_file():
         raise InputError(f"no training log {path}")
     points = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path} line {number} is not JSON ({error.msg})") from None
-        if not isinstance(entry, dict) or "step" not in entry:
-            raise InputError(f"{path} line {number}: expected a JSON object with a step, got {line[:80]!r}")
+    for entry in read_json_lines(path, "step"):
         if "train_loss" in entry:
             iou = None if entry.get("val_overall_iou") is None else float(entry["val_overall_iou"])
             points.append(LossPoint(int(entry["step"]), float(entry["train_loss"]), iou))

@@ -13,7 +13,7 @@ from typing import Any
 
 from dcmfnet.command_line import InputError
 
-__all__ = ["RUNS_FILE", "SETTINGS", "append_record", "check_same_settings", "read_records"]
+__all__ = ["RUNS_FILE", "SETTINGS", "append_record", "check_same_settings", "read_json_lines", "read_records"]
 
 RUNS_FILE = "runs.jsonl"
 #: Record fields that every run of one output folder shares (runs are compared at equal settings).
@@ -29,18 +29,27 @@ def read_records(output_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(output_dir) / RUNS_FILE
     if not path.exists():
         return []
-    records = []
+    return read_json_lines(path, "run_id")
+
+
+def read_json_lines(path: Path, required_key: str) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, blank lines skipped, each checked to hold ``required_key``.
+
+    Raises:
+        InputError: A line that is not JSON or not an object with ``required_key``.
+    """
+    entries = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            entry = json.loads(line)
         except json.JSONDecodeError as error:
             raise InputError(f"{path} line {number} is not JSON ({error.msg})") from None
-        if not isinstance(record, dict) or "run_id" not in record:
-            raise InputError(f"{path} line {number}: expected a JSON object with a run_id, got {line[:80]!r}")
-        records.append(record)
-    return records
+        if not isinstance(entry, dict) or required_key not in entry:
+            raise InputError(f"{path} line {number}: expected a JSON object with a {required_key}, got {line[:80]!r}")
+        entries.append(entry)
+    return entries
 
 
 def append_record(output_dir: str | Path, record: dict[str, Any]) -> None:
