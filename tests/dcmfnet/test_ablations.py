@@ -206,6 +206,7 @@ def test_ablation_records_every_run(ablation: Path) -> None:
             assert set(METRIC_KEYS) <= set(record["metrics"][split])
             assert record["metrics"][split]["num_samples"] == 8
         assert record["parameters"] > 0 and record["steps_per_second"] > 0 and record["wall_seconds"] > 0
+        assert record["resumed"] is False
         assert "commit" in record and record["global_overrides"] == ABLATION_TINY
     assert records["gate-convgru-s0"]["overrides"][-1] == "model.igf_gate=convgru"
     assert records["gate-convgru-s0"]["parameters"] > records["full-s0"]["parameters"]  # ConvGRU is the larger gate
@@ -253,6 +254,20 @@ def test_only_reruns_a_recorded_run_with_the_same_metrics(
             assert rerun["metrics"][split][key] == pytest.approx(recorded["metrics"][split][key], abs=1e-6)
     assert command.main(["--only", "nope-s0", "--from", str(ablation), "--output-dir", str(output)]) == 2
     assert command.main(["--only", "full-s1", "--from", str(ablation), "--output-dir", str(ablation)]) == 2
+
+
+def test_a_resumed_run_says_so_and_keeps_the_whole_runs_training_time(ablation: Path, tmp_path: Path) -> None:
+    """A run folder with a ``last.pt`` (a run stopped part-way) resumes: ``resumed`` is set, training
+    time is the trainer's over the whole run, ``wall_seconds`` only this invocation's."""
+    from dcmfnet.ablations.runner import RunSpec, execute_run
+
+    recorded = {record["run_id"]: record for record in read_records(ablation)}["full-s0"]
+    output = tmp_path / "resume"
+    shutil.copytree(ablation / "runs" / "full-s0", output / "runs" / "full-s0")
+    record = execute_run(RunSpec.from_record(recorded), output, commit=None)
+    assert record["resumed"] is True
+    assert record["train_seconds"] == recorded["train_seconds"]  # nothing left to train: the same clock
+    assert record["metrics"] == recorded["metrics"]
 
 
 def test_report_only_rebuilds_the_tables_from_runs_jsonl(ablation: Path, tmp_path: Path) -> None:

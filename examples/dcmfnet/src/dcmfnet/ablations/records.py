@@ -2,7 +2,10 @@
 
 A record holds what identifies the run (``run_id``, ``row``, ``table``, ``seed``, the overrides,
 ``steps``, ``config``, ``dataset``) and what it measured (``metrics`` per split with the SPEC §3
-keys, ``parameters``, ``steps_per_second``, ``train_seconds``, ``wall_seconds``, ``commit``).
+keys, ``parameters``, ``steps_per_second``, ``train_seconds``, ``wall_seconds``, ``resumed``, ``commit``).
+``train_seconds`` is the trainer's own clock over the whole run; ``wall_seconds`` (training and
+evaluation) covers only the invocation that finished the run, which for a ``resumed`` run (one that
+continued from its ``last.pt``) is not the whole run.
 """
 
 from __future__ import annotations

@@ -232,6 +232,8 @@ def execute_run(
     if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec_json)):
         raise InputError(f"{run_dir} holds a run of another spec ({spec_path}); use another --output-dir")
     spec_path.write_text(json.dumps(spec_json, indent=2) + "\n")
+    # a run stopped part-way resumes from its last.pt; wall_seconds then covers this invocation only
+    resumed = (run_dir / "last.pt").exists()
     start = time.perf_counter()
     train_command = _dcmfnet("train", "--config", spec.config, "--output-dir", str(run_dir), *spec.train_overrides())
     _check_call(processes, train_command, run_dir / "train.log", f"training of {spec.run_id}")
@@ -254,6 +256,7 @@ def execute_run(
         "steps_per_second": spec.steps / train_seconds if train_seconds > 0 else None,
         "train_seconds": round(train_seconds, 2),
         "wall_seconds": round(time.perf_counter() - start, 2),
+        "resumed": resumed,
         "commit": commit,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
