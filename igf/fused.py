@@ -37,6 +37,7 @@ __all__ = [
     "FusedFusion",
     "autocast_cast",
     "autocast_off",
+    "concat_with_product",
     "fused_path_applies",
     "records_autograd",
     "sigmoid_of_temporary",
@@ -186,15 +187,18 @@ def fusion_grads(
         branches = _fusion_branches(x, guided, w1, b1, w2, b2)
     from_guidance, from_guided = (torch.unflatten(branch, 1, (heads, -1)) for branch in branches)
     grad_sum = torch.ops.aten.tanh_backward(grad, fused)[:, None]  # d/d(sum over heads), broadcast over heads
-    grad_guided_pre = torch.ops.aten.tanh_backward(grad_sum * from_guidance, from_guided).flatten(1, 2)
+    # the branches are temporaries of this function: where autograd does not record, the products and
+    # tanh derivatives below overwrite them (one h-wide allocation instead of four)
+    in_place = not records_autograd(grad, *branches)
+    grad_guided_pre = _tanh_backward(grad_sum * from_guidance, from_guided, in_place).flatten(1, 2)
     dguided, dw2, db2 = _conv_backward(grad_guided_pre, guided, w2, 0, (needs[1], needs[4], needs[5]))
     del grad_guided_pre
     if x.dim() == 2:  # the vector branch is constant over H x W: reduce while multiplying
         grad_guidance = torch.einsum("bcxy,bhcxy->bhc", grad_sum[:, 0], from_guided)
         from_guidance = from_guidance[..., 0, 0]
     else:
-        grad_guidance = grad_sum * from_guided
-    grad_guidance_pre = torch.ops.aten.tanh_backward(grad_guidance, from_guidance).flatten(1, 2)
+        grad_guidance = from_guided.mul_(grad_sum) if in_place else grad_sum * from_guided
+    grad_guidance_pre = _tanh_backward(grad_guidance, from_guidance, in_place).flatten(1, 2)
     if x.dim() == 2:
         dx = grad_guidance_pre @ w1.flatten(1) if needs[0] else None
         dw1 = (grad_guidance_pre.t() @ x).view_as(w1) if needs[2] else None
@@ -202,6 +206,16 @@ def fusion_grads(
     else:
         dx, dw1, db1 = _conv_backward(grad_guidance_pre, x, w1, 0, (needs[0], needs[2], needs[3]))
     return dx, dguided, dw1, db1, dw2, db2
+
+
+def _tanh_backward(grad: Tensor, output: Tensor, in_place: bool) -> Tensor:
+    """``grad * (1 - output**2)``, written into ``grad`` (a temporary of the caller) when ``in_place``."""
+    result: Tensor
+    if in_place:
+        result = torch.ops.aten.tanh_backward.grad_input(grad, output, grad_input=grad)
+    else:
+        result = torch.ops.aten.tanh_backward(grad, output)
+    return result
 
 
 class FusedFusion(torch.autograd.Function):
@@ -235,8 +249,24 @@ def asgate_value(
 ) -> tuple[Tensor, Tensor]:
     """Eq. 3: ``(G_t, z_t)`` with ``z_t = sigmoid(W_z * (F + G) + b_z)``, ``G_t = tanh(W_g * [F; F z_t] + b_g)``."""
     selection = _selection(fused, hidden, wz, bz)
-    gate_pre = F.conv2d(torch.cat([fused, fused * selection], dim=1), wg, bg, padding=wg.shape[-1] // 2)
+    gate_pre = F.conv2d(concat_with_product(fused, selection), wg, bg, padding=wg.shape[-1] // 2)
     return tanh_of_temporary(gate_pre), selection
+
+
+def concat_with_product(fused: Tensor, selection: Tensor) -> Tensor:
+    """``[F; F * z]`` of Eq. 3 along channels: ``(B, 2C, H, W)``.
+
+    Where autograd does not record, the product is written straight into its half
+    of the result (no separate product tensor and no copy of it).
+    """
+    if records_autograd(fused, selection) or fused.dtype != selection.dtype or torch.compiler.is_compiling():
+        # (a compiler fuses the concatenation itself, and Dynamo refuses an ``out=`` that is a slice)
+        return torch.cat([fused, fused * selection], dim=1)
+    channels = fused.shape[1]
+    stacked = fused.new_empty((fused.shape[0], 2 * channels, *fused.shape[2:]))
+    stacked[:, :channels].copy_(fused)
+    torch.mul(fused, selection, out=stacked[:, channels:])
+    return stacked
 
 
 def _selection(fused: Tensor, hidden: Tensor, wz: Tensor, bz: Tensor) -> Tensor:
@@ -255,8 +285,8 @@ def asgate_grads(saved: tuple[Tensor, ...], grad: Tensor, needs: tuple[bool, ...
     """
     fused, hidden, selection, new_hidden, wz, _, wg, _ = saved
     channels, padding = fused.shape[1], wz.shape[-1] // 2
-    grad_pre = grad * (1 - new_hidden * new_hidden)
-    stacked = torch.cat([fused, fused * selection], dim=1)
+    grad_pre = torch.ops.aten.tanh_backward(grad, new_hidden)
+    stacked = concat_with_product(fused, selection)
     need_inputs = needs[0] or needs[1] or needs[2] or needs[3]
     dstacked, dwg, dbg = _conv_backward(grad_pre, stacked, wg, padding, (need_inputs, needs[4], needs[5]))
     del stacked
@@ -264,13 +294,13 @@ def asgate_grads(saved: tuple[Tensor, ...], grad: Tensor, needs: tuple[bool, ...
         return None, None, None, None, dwg, dbg
     assert dstacked is not None
     dfused_direct, dselected = dstacked[:, :channels], dstacked[:, channels:]
-    grad_z_pre = dselected * fused * selection * (1 - selection)
+    grad_z_pre = torch.ops.aten.sigmoid_backward(dselected * fused, selection)
     need_sum = needs[0] or needs[1]
     dsum, dwz, dbz = _conv_backward(grad_z_pre, fused + hidden, wz, padding, (need_sum, needs[2], needs[3]))
     dfused = dhidden = None
     if need_sum:
         assert dsum is not None
-        dfused = dfused_direct + dselected * selection + dsum
+        dfused = torch.addcmul(dfused_direct, dselected, selection).add_(dsum)
         dhidden = dsum
     return dfused, dhidden, dwz, dbz, dwg, dbg
 
@@ -294,7 +324,10 @@ class FusedASGate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor, _grad_selection: Tensor | None) -> tuple[Tensor | None, ...]:
-        return asgate_grads(tuple(ctx.saved_tensors), grad, ctx.needs_input_grad)
+        fused, hidden, selection, new_hidden, wz, bz, wg, bg = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: z_t must carry its dependence on F, G_{t-1}, W_z, b_z
+            selection = _selection(fused, hidden, wz, bz)
+        return asgate_grads((fused, hidden, selection, new_hidden, wz, bz, wg, bg), grad, ctx.needs_input_grad)
 
 
 # --------------------------------------------------------------------------- checkpointed step

@@ -25,6 +25,7 @@ from igf.fused import (
     FusedASGate,
     autocast_cast,
     autocast_off,
+    concat_with_product,
     fused_path_applies,
     sigmoid_of_temporary,
     tanh_of_temporary,
@@ -149,7 +150,7 @@ class ASGate(_ConvGate):
                 new_hidden: Tensor = FusedASGate.apply(*args)[0]
             return new_hidden, None
         selection = sigmoid_of_temporary(self.conv_z(fused + hidden))
-        return tanh_of_temporary(self.conv_g(torch.cat([fused, fused * selection], dim=1))), None
+        return tanh_of_temporary(self.conv_g(concat_with_product(fused, selection))), None
 
 
 class ConvGRUGate(_ConvGate):

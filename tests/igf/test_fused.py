@@ -4,10 +4,11 @@ compile, export, and inputs of any stride."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import pytest
 import torch
-from torch.autograd import gradcheck
+from torch.autograd import gradcheck, gradgradcheck
 from torch.testing import assert_close
 
 from igf import GATES, OUTPUT_MODES, IterativeGatedFusion
@@ -50,8 +51,10 @@ def test_values_and_gradients_match_the_reference(
         assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("check", [gradcheck, gradgradcheck], ids=["gradcheck", "gradgradcheck"])
 @pytest.mark.parametrize("guidance_shape", [(1, 3), (1, 3, 3, 3)])
-def test_fused_functions_gradcheck(guidance_shape: tuple[int, ...]) -> None:
+def test_fused_functions_gradcheck(guidance_shape: tuple[int, ...], check: Callable[..., bool]) -> None:
+    """First and second derivatives (``create_graph=True``, e.g. a gradient penalty) of every fused function."""
     torch.manual_seed(0)
 
     def leaf(*shape: int) -> torch.Tensor:
@@ -60,11 +63,11 @@ def test_fused_functions_gradcheck(guidance_shape: tuple[int, ...]) -> None:
     x, hidden = leaf(*guidance_shape), leaf(1, 2, 3, 3)
     w1, b1, w2, b2 = leaf(4, 3, 1, 1), leaf(4), leaf(4, 2, 1, 1), leaf(4)
     wz, bz, wg, bg, w_out = leaf(2, 2, 3, 3), leaf(2), leaf(2, 4, 3, 3), leaf(2), leaf(3, 2, 3, 3)
-    assert gradcheck(lambda *a: FusedFusion.apply(*a, 2), (x, hidden, w1, b1, w2, b2))
-    assert gradcheck(
+    assert check(lambda *a: FusedFusion.apply(*a, 2), (x, hidden, w1, b1, w2, b2))
+    assert check(
         lambda *a: FusedASGate.apply(*a)[0], (hidden, hidden.detach().flip(0).requires_grad_(), wz, bz, wg, bg)
     )
-    assert gradcheck(
+    assert check(
         lambda x, h, *w: CheckpointedASGateStep.apply(x, h, *w[:4], 2, *w[4:]),
         (x, hidden, w1, b1, w2, b2, wz, bz, wg, bg, w_out),
     )
