@@ -259,11 +259,20 @@ def _case_row(r: Record) -> list[str]:
         _fmt(flops / 1e9 if flops else None),
         _fmt(r["achieved_flops_per_s"] / 1e9 if flops else None, ".1f"),
         _fmt(r.get("floor_ratio")),
+        _page_faults(r),
         _fmt(mem / MIB if mem is not None else None, ".1f"),
         _fmt(r.get("saved_maps"), ".1f"),
         _fmt(r.get("items_per_s"), ".1f"),
         _fmt(r.get("compile_seconds"), ".1f"),
     ]
+
+
+def _page_faults(r: Record) -> str:
+    """``case (floor)`` minor page faults per call, where counted."""
+    case, floor = r.get("page_faults_per_call"), r.get("floor_page_faults_per_call")
+    if case is None or floor is None:
+        return "–"
+    return f"{case:.0f} ({floor:.0f})"
 
 
 CASE_HEADER = [
@@ -274,6 +283,7 @@ CASE_HEADER = [
     "GFLOP",
     "GFLOP/s",
     "time / conv floor",
+    "page faults / call (floor)",
     "peak MiB",
     "saved maps",
     "samples/s",
@@ -311,6 +321,9 @@ def markdown(
         "`torch.utils.flop_counter.FlopCounterMode` (convolutions and matmuls only; elementwise ops count zero). "
         "*Time / conv floor*: the case's time divided by the time of the same convolution/matmul aten calls "
         "(recorded from one real call, same shapes, strides and dtypes) replayed back to back. "
+        "*Page faults / call*: minor page faults of the process per call of the case and of its floor "
+        "(`getrusage`), i.e. first touches of memory the allocator has just taken from the system: "
+        "time the case spends in the allocator and the kernel, not in its arithmetic. "
         f"Peak memory: {env.get('memory_method', '')}, above the memory live before the call "
         "(parameters and inputs excluded). Shapes: see `benchmarks/cases.py` for how they derive from the paper.",
         "",

@@ -34,7 +34,7 @@ from benchmarks import memory, report
 from benchmarks.cases import Case
 from benchmarks.flops import capture_flop_ops, count_flops, replay, summarise_calls
 from benchmarks.suite import GROUPS, build_suite, comparison_pairs
-from benchmarks.timing import measure, measure_interleaved
+from benchmarks.timing import measure, measure_interleaved, page_faults_per_call
 
 FLOOR_KINDS = ("gate", "fusion", "igf")
 
@@ -117,6 +117,10 @@ def run_case(case: Case, groups: list[str], device: torch.device, args: argparse
                 [work.step, floor_fn], device, min_run_time=args.min_run_time, warmup=args.warmup
             )
             record.update(floor_time_s=ft.as_dict(), floor_ratio=t.median / ft.median)
+            record.update(
+                page_faults_per_call=page_faults_per_call(work.step, device),
+                floor_page_faults_per_call=page_faults_per_call(floor_fn, device),
+            )
             del floor_fn
         else:
             t = measure(work.step, device, min_run_time=args.min_run_time, warmup=args.warmup, label=case.name)

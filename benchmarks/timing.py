@@ -100,6 +100,26 @@ def measure(
     )
 
 
+def page_faults_per_call(fn: Callable[[], object], device: torch.device, calls: int = 10) -> float | None:
+    """Minor page faults of this process per call of ``fn`` (``None`` where ``getrusage`` does not exist).
+
+    A fault is a first touch of memory the allocator has just taken from the operating
+    system (which zeroes the page); glibc's ``malloc`` returns freed memory to the system when
+    the top of its heap is free, so a call whose peak live memory moves can pay for them on
+    every call. The count says how much of a case's time is the allocator's, not its arithmetic.
+    """
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    synchronize(device)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        fn()
+    synchronize(device)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+
+
 def wall_time(fn: Callable[[], object], device: torch.device) -> float:
     """Seconds for one synchronised call of ``fn`` (used for compile time, never for the timing)."""
     synchronize(device)

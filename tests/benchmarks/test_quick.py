@@ -16,6 +16,7 @@ import torch
 pytest.importorskip("matplotlib")
 
 from benchmarks import run
+from benchmarks.timing import page_faults_per_call
 
 
 def test_quick_subset_runs(tmp_path: Path) -> None:
@@ -37,6 +38,7 @@ def test_quick_subset_runs(tmp_path: Path) -> None:
         t = r["time_s"]
         assert math.isfinite(t["median"]) and t["median"] > 0 and t["iqr"] >= 0
         assert r["flops"] > 0 and r["floor_ratio"] > 0
+        assert r["page_faults_per_call"] >= 0 and r["floor_page_faults_per_call"] >= 0
         assert r["peak_memory_bytes"] >= 0
 
     # Memory, unlike time, is deterministic: checkpointing must lower the training peak.
@@ -70,6 +72,14 @@ def test_quick_subset_runs(tmp_path: Path) -> None:
     pairs = {(c["numerator"], c["denominator"]): c for c in data["comparisons"]}
     fused_pair = next(c for (num, den), c in pairs.items() if den.endswith("/plain"))
     assert fused_pair["max_abs_output_diff"] <= 1e-5
+
+
+def test_page_faults_count_first_touches_of_fresh_memory() -> None:
+    """64 MiB is above glibc's largest mmap threshold: each call maps, touches and unmaps 16384 fresh pages."""
+    faults = page_faults_per_call(lambda: torch.empty(16 * 2**20).fill_(1.0), torch.device("cpu"), calls=4)
+    assert faults is not None and faults >= 16384 * 0.9
+    reused = torch.zeros(16 * 2**20)  # touched once here
+    assert page_faults_per_call(lambda: reused.fill_(1.0), torch.device("cpu"), calls=4) == pytest.approx(0, abs=50)
 
 
 def test_a_dcmfnet_case_with_a_missing_config_is_an_error() -> None:
