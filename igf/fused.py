@@ -263,7 +263,14 @@ def concat_with_product(fused: Tensor, selection: Tensor) -> Tensor:
         # (a compiler fuses the concatenation itself, and Dynamo refuses an ``out=`` that is a slice)
         return torch.cat([fused, fused * selection], dim=1)
     channels = fused.shape[1]
-    stacked = fused.new_empty((fused.shape[0], 2 * channels, *fused.shape[2:]))
+    # the memory format torch.cat would give: channels-last for a channels-last F (as on a GPU under channels_last)
+    channels_last = not fused.is_contiguous() and fused.is_contiguous(memory_format=torch.channels_last)
+    stacked = torch.empty(
+        (fused.shape[0], 2 * channels, *fused.shape[2:]),
+        dtype=fused.dtype,
+        device=fused.device,
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+    )
     stacked[:, :channels].copy_(fused)
     torch.mul(fused, selection, out=stacked[:, channels:])
     return stacked

@@ -10,7 +10,7 @@ import torch
 from torch.testing import assert_close
 
 from igf import GATES, OUTPUT_MODES, ASGate, BilinearFusionUnit, IterativeGatedFusion
-from igf.fused import FusedASGate, FusedFusion
+from igf.fused import FusedASGate, FusedFusion, concat_with_product
 from tests.igf import reference
 
 NO_AUTOGRAD: dict[str, Callable[[], contextlib.AbstractContextManager[object]]] = {
@@ -102,3 +102,14 @@ def test_fused_functions_save_their_output_unchanged() -> None:
     )
     new_hidden.sum().backward()  # autograd checks the saved tensors' versions: in-place writes would fail here
     assert guidance.grad is not None and guided.grad is not None
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_concat_with_product_is_torch_cat_in_values_and_layout(memory_format: torch.memory_format) -> None:
+    """``[F; F * z]`` written in place equals ``torch.cat`` bit for bit, in the memory format ``cat`` gives."""
+    torch.manual_seed(0)
+    fused, selection = (torch.randn(2, 4, 3, 5).contiguous(memory_format=memory_format) for _ in range(2))
+    expected = torch.cat([fused, fused * selection], dim=1)
+    with torch.no_grad():
+        stacked = concat_with_product(fused, selection)
+    assert torch.equal(stacked, expected) and stacked.stride() == expected.stride()
