@@ -11,6 +11,13 @@ call (operator, argument shapes, strides and dtypes, in order) during one real
 call, and :func:`replay` builds a function that calls exactly those operators on
 random tensors of the same layout. ``time(call) / time(floor)`` then says how close
 the elementwise work, the Python and the allocator come to free (1.0 is free).
+
+The *all-op replay* does the same for every aten operator the call dispatches
+(convolutions, elementwise operators, reductions, copies, allocations and views):
+the call's kernels without its Python and autograd bookkeeping. ``time(all-op
+replay) / time(conv floor)`` is then what eager PyTorch cannot go below while it
+runs these operators, and ``time(call) / time(all-op replay)`` the share of the
+Python and autograd around them.
 """
 
 from __future__ import annotations
@@ -85,13 +92,14 @@ class RecordedCall:
 
 
 class _Recorder(TorchDispatchMode):  # type: ignore[no-untyped-call]
-    def __init__(self) -> None:
+    def __init__(self, every_op: bool) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        self.every_op = every_op
         self.calls: list[RecordedCall] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
-        if func in FLOOR_OPS:
+        if self.every_op or func in FLOOR_OPS:
 
             def spec(a: Any) -> Any:
                 if isinstance(a, torch.Tensor):
@@ -104,7 +112,15 @@ class _Recorder(TorchDispatchMode):  # type: ignore[no-untyped-call]
 
 def capture_flop_ops(fn: Callable[[], object]) -> list[RecordedCall]:
     """Record the FLOP-counted aten calls (see :data:`FLOOR_OPS`) of one call of ``fn``."""
-    recorder = _Recorder()
+    recorder = _Recorder(every_op=False)
+    with recorder:
+        fn()
+    return recorder.calls
+
+
+def capture_all_ops(fn: Callable[[], object]) -> list[RecordedCall]:
+    """Record every aten call of one call of ``fn`` (forward and, if ``fn`` runs it, backward)."""
+    recorder = _Recorder(every_op=True)
     with recorder:
         fn()
     return recorder.calls
@@ -136,9 +152,17 @@ def replay(calls: list[RecordedCall], *, seed: int = 0) -> Callable[[], None]:
     prepared = [(c.op, tree_map(materialise, c.args), tree_map(materialise, c.kwargs)) for c in calls]
 
     def floor() -> None:
-        with torch.no_grad():
-            for op, args, kwargs in prepared:
-                op(*args, **kwargs)
+        # In-place operators (``mul_``, ``tanh_``) replayed again and again on the same buffers drive
+        # their values toward zero and into denormal numbers, which are slow on x86 and which the real
+        # call never meets: the replay runs with denormals flushed to zero.
+        flushed = torch.set_flush_denormal(True)
+        try:
+            with torch.no_grad():
+                for op, args, kwargs in prepared:
+                    op(*args, **kwargs)
+        finally:
+            if flushed:
+                torch.set_flush_denormal(False)
 
     return floor
 

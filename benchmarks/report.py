@@ -213,6 +213,17 @@ def target_rows(records: list[Record]) -> list[list[str]]:
                 _verdict(r["floor_ratio"], target, False),
             ]
         )
+        if "op_replay_ratio" in r and not r["compiled"]:
+            replay_min = r["op_replay_time_s"]["min"] / r["floor_time_s"]["min"]
+            rows.append(
+                [
+                    f"IGF eager {r['pass']} at {r['placement']}: all-op replay / conv floor (its kernels alone)",
+                    _fmt(r["op_replay_ratio"]),
+                    _fmt(replay_min),
+                    "–",
+                    "info",
+                ]
+            )
     rows += checkpoint_rows(records) + fused_rows(records) + layout_rows(records)
     for r in _ok(records):
         if r.get("guidance") != "tiled":
@@ -259,6 +270,7 @@ def _case_row(r: Record) -> list[str]:
         _fmt(flops / 1e9 if flops else None),
         _fmt(r["achieved_flops_per_s"] / 1e9 if flops else None, ".1f"),
         _fmt(r.get("floor_ratio")),
+        _fmt(r.get("op_replay_ratio")),
         _page_faults(r),
         _fmt(mem / MIB if mem is not None else None, ".1f"),
         _fmt(r.get("saved_maps"), ".1f"),
@@ -283,6 +295,7 @@ CASE_HEADER = [
     "GFLOP",
     "GFLOP/s",
     "time / conv floor",
+    "all-op replay / conv floor",
     "page faults / call (floor)",
     "peak MiB",
     "saved maps",
@@ -321,6 +334,10 @@ def markdown(
         "`torch.utils.flop_counter.FlopCounterMode` (convolutions and matmuls only; elementwise ops count zero). "
         "*Time / conv floor*: the case's time divided by the time of the same convolution/matmul aten calls "
         "(recorded from one real call, same shapes, strides and dtypes) replayed back to back. "
+        "*All-op replay / conv floor*: every aten operator of the call (elementwise, reductions, copies, "
+        "allocations, views and the convolutions) replayed back to back the same way, over the conv floor: "
+        "what eager PyTorch running these operators cannot go below, without the Python and autograd around "
+        "them (IGF cases; denormals flushed to zero during replays). "
         "*Page faults / call*: minor page faults of the process per call of the case and of its floor "
         "(`getrusage`), i.e. first touches of memory the allocator has just taken from the system: "
         "time the case spends in the allocator and the kernel, not in its arithmetic. "

@@ -32,9 +32,9 @@ import torch
 
 from benchmarks import memory, report
 from benchmarks.cases import Case
-from benchmarks.flops import capture_flop_ops, count_flops, replay, summarise_calls
+from benchmarks.flops import capture_all_ops, capture_flop_ops, count_flops, replay, summarise_calls
 from benchmarks.suite import GROUPS, build_suite, comparison_pairs
-from benchmarks.timing import measure, measure_interleaved, page_faults_per_call
+from benchmarks.timing import TimingResult, measure, measure_interleaved, page_faults_per_call
 
 FLOOR_KINDS = ("gate", "fusion", "igf")
 
@@ -93,6 +93,37 @@ def environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
+def _time_against_floors(
+    work: Any, all_ops: bool, device: torch.device, args: argparse.Namespace, record: dict[str, Any]
+) -> TimingResult:
+    """Time the case in alternating blocks with its conv floor (and, if ``all_ops``, its all-op replay).
+
+    Alternating blocks keep the ratios from drifting with the machine's load. Adds the floors'
+    times, ratios and page faults to ``record``; returns the case's timing.
+    """
+    calls = capture_flop_ops(work.reference_step)
+    floor_fn = replay(calls)
+    record["floor_ops"] = summarise_calls(calls)
+    functions = [work.step, floor_fn]
+    if all_ops:
+        try:
+            functions.append(replay(capture_all_ops(work.reference_step)))
+            functions[-1]()  # an operator that cannot run on random inputs fails here, not in the timing
+        except Exception as error:  # the replay is a diagnostic: its failure is recorded, not fatal
+            record["op_replay_error"] = f"{type(error).__name__}: {error}"
+            functions = functions[:2]
+    times = measure_interleaved(functions, device, min_run_time=args.min_run_time, warmup=args.warmup)
+    t, ft = times[0], times[1]
+    record.update(floor_time_s=ft.as_dict(), floor_ratio=t.median / ft.median)
+    if len(times) == 3:
+        record.update(op_replay_time_s=times[2].as_dict(), op_replay_ratio=times[2].median / ft.median)
+    record.update(
+        page_faults_per_call=page_faults_per_call(work.step, device),
+        floor_page_faults_per_call=page_faults_per_call(floor_fn, device),
+    )
+    return t
+
+
 def run_case(case: Case, groups: list[str], device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     """Build and measure one case; returns its JSON record (with ``error`` set on failure)."""
     record: dict[str, Any] = {"name": case.name, "kind": case.kind, "groups": groups, **case.fields()}
@@ -109,19 +140,7 @@ def run_case(case: Case, groups: list[str], device: torch.device, args: argparse
         if work.saved_bytes is not None and work.map_bytes:
             record.update(saved_bytes=work.saved_bytes, saved_maps=work.saved_bytes / work.map_bytes)
         if not args.no_floor and case.kind in FLOOR_KINDS:
-            calls = capture_flop_ops(work.reference_step)
-            floor_fn = replay(calls)
-            record["floor_ops"] = summarise_calls(calls)
-            # case and floor in alternating blocks: their ratio does not drift with the machine's load
-            t, ft = measure_interleaved(
-                [work.step, floor_fn], device, min_run_time=args.min_run_time, warmup=args.warmup
-            )
-            record.update(floor_time_s=ft.as_dict(), floor_ratio=t.median / ft.median)
-            record.update(
-                page_faults_per_call=page_faults_per_call(work.step, device),
-                floor_page_faults_per_call=page_faults_per_call(floor_fn, device),
-            )
-            del floor_fn
+            t = _time_against_floors(work, case.kind == "igf", device, args, record)
         else:
             t = measure(work.step, device, min_run_time=args.min_run_time, warmup=args.warmup, label=case.name)
         record.update(time_s=t.as_dict(), items_per_s=work.items / t.median)

@@ -16,6 +16,7 @@ import torch
 pytest.importorskip("matplotlib")
 
 from benchmarks import run
+from benchmarks.flops import capture_all_ops, capture_flop_ops, replay, summarise_calls
 from benchmarks.timing import page_faults_per_call
 
 
@@ -39,6 +40,8 @@ def test_quick_subset_runs(tmp_path: Path) -> None:
         assert math.isfinite(t["median"]) and t["median"] > 0 and t["iqr"] >= 0
         assert r["flops"] > 0 and r["floor_ratio"] > 0
         assert r["page_faults_per_call"] >= 0 and r["floor_page_faults_per_call"] >= 0
+        if r["kind"] == "igf":  # the all-op replay ran (no operator failed on random inputs)
+            assert "op_replay_error" not in r and r["op_replay_ratio"] > 0
         assert r["peak_memory_bytes"] >= 0
 
     # Memory, unlike time, is deterministic: checkpointing must lower the training peak.
@@ -72,6 +75,18 @@ def test_quick_subset_runs(tmp_path: Path) -> None:
     pairs = {(c["numerator"], c["denominator"]): c for c in data["comparisons"]}
     fused_pair = next(c for (num, den), c in pairs.items() if den.endswith("/plain"))
     assert fused_pair["max_abs_output_diff"] <= 1e-5
+
+
+def test_all_op_replay_records_every_operator_and_the_conv_floor_only_the_matmuls() -> None:
+    x, w = torch.randn(4, 8), torch.randn(8, 8)
+
+    def call() -> torch.Tensor:
+        return torch.tanh(x @ w).mul_(2.0).sum()
+
+    every = summarise_calls(capture_all_ops(call))
+    assert {"mm.default", "tanh.default", "mul_.Tensor", "sum.default"} <= set(every)
+    assert summarise_calls(capture_flop_ops(call)) == {"mm.default": 1}
+    replay(capture_all_ops(call))()  # runs on random tensors of the recorded layouts
 
 
 def test_page_faults_count_first_touches_of_fresh_memory() -> None:
