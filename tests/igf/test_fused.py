@@ -187,3 +187,22 @@ def test_fused_false_is_the_previous_implementation() -> None:
     plain_copy.load_state_dict(fused.state_dict())
     inputs = (torch.randn(2, 6), torch.randn(2, 5, 4, 3))
     assert_close(fused(*inputs), plain_copy(*inputs), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+@pytest.mark.parametrize("guidance_shape", [(2, 6), (2, 6, 3, 2)])
+def test_gradient_penalty_matches_the_plain_path(guidance_shape: tuple[int, ...], checkpoint: bool) -> None:
+    """Second derivatives through a whole IGF (``create_graph=True``, as in a gradient penalty), float64."""
+    module = _module(checkpoint=checkpoint, **F64)
+    guided = torch.randn(2, 5, 3, 2, **F64)
+    guidance = torch.randn(*guidance_shape, **F64)
+    penalty_grads = []
+    for fused in (True, False):
+        for part in module.modules():
+            if hasattr(part, "fused"):
+                part.fused = fused
+        leaf = guidance.clone().requires_grad_()
+        (grad_guidance,) = torch.autograd.grad(module(leaf, guided).pow(2).sum(), leaf, create_graph=True)
+        penalty_grads.append(torch.autograd.grad(grad_guidance.pow(2).sum(), list(module.parameters())))
+    for fused_grad, plain_grad in zip(*penalty_grads, strict=True):
+        assert_close(fused_grad, plain_grad, rtol=1e-10, atol=1e-10)
