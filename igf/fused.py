@@ -42,6 +42,7 @@ __all__ = [
     "records_autograd",
     "sigmoid_of_temporary",
     "sum_heads",
+    "tanh",
     "tanh_of_temporary",
 ]
 
@@ -71,9 +72,25 @@ def records_autograd(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def tanh(tensor: Tensor) -> Tensor:
+    r"""``tanh``; compiled for a CPU, as :math:`2\sigma(2x) - 1`, the same function.
+
+    Inductor's CPU code for ``tanh`` is several times slower than its ``sigmoid``
+    (and than eager ``torch.tanh``), so where ``torch.compile`` traces for a CPU
+    the identity :math:`\tanh x = 2\sigma(2x) - 1` is used: equal up to float
+    rounding (about one unit in the last place of 1). Eager code, other devices and
+    ``torch.export`` (whose graph should say ``tanh``) use ``torch.tanh``.
+    """
+    if tensor.device.type == "cpu" and torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+        return torch.sigmoid(tensor * 2) * 2 - 1
+    return torch.tanh(tensor)
+
+
 def tanh_of_temporary(tensor: Tensor) -> Tensor:
     """``tanh`` of a tensor that only the caller holds: in place where autograd does not record it."""
-    return torch.tanh(tensor) if records_autograd(tensor) else tensor.tanh_()
+    if records_autograd(tensor) or torch.compiler.is_compiling():
+        return tanh(tensor)
+    return tensor.tanh_()
 
 
 def sigmoid_of_temporary(tensor: Tensor) -> Tensor:
@@ -150,9 +167,9 @@ def sum_heads(from_guidance: Tensor, guided_pre: Tensor, heads: int) -> Tensor:
     """
     # The head sum "b (h c) x y -> b c x y" as unflatten + sum: a view for any strides.
     if records_autograd(from_guidance, guided_pre) or from_guidance.dtype != guided_pre.dtype:
-        return torch.tanh(torch.unflatten(from_guidance * torch.tanh(guided_pre), 1, (heads, -1)).sum(1))
-    products = guided_pre.tanh_().mul_(from_guidance)
-    return torch.unflatten(products, 1, (heads, -1)).sum(1).tanh_()
+        return tanh(torch.unflatten(from_guidance * tanh(guided_pre), 1, (heads, -1)).sum(1))
+    products = tanh_of_temporary(guided_pre).mul_(from_guidance)
+    return tanh_of_temporary(torch.unflatten(products, 1, (heads, -1)).sum(1))
 
 
 def _fusion_parts(
@@ -161,7 +178,7 @@ def _fusion_parts(
     """``F`` of Eq. 2 and the two branches it was computed from (for a backward that recomputes them)."""
     branches = _fusion_branches(x, guided, w1, b1, w2, b2)
     # the head sum of sum_heads, out of place: the backward reads both branches
-    return torch.tanh(torch.unflatten(branches[0] * branches[1], 1, (heads, -1)).sum(1)), branches
+    return tanh(torch.unflatten(branches[0] * branches[1], 1, (heads, -1)).sum(1)), branches
 
 
 def fusion_grads(

@@ -28,6 +28,7 @@ from igf.fused import (
     concat_with_product,
     fused_path_applies,
     sigmoid_of_temporary,
+    tanh,
     tanh_of_temporary,
 )
 
@@ -208,7 +209,7 @@ class ConvGRUGate(_ConvGate):
     def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, None]:
         self._check_inputs(fused, hidden, None)
         reset, update = torch.sigmoid(self.conv_gates(torch.cat([fused, hidden], dim=1))).chunk(2, dim=1)
-        candidate = torch.tanh(self.conv_candidate(torch.cat([fused, reset * hidden], dim=1)))
+        candidate = tanh(self.conv_candidate(torch.cat([fused, reset * hidden], dim=1)))
         return torch.lerp(hidden, candidate, update), None
 
 
@@ -268,10 +269,10 @@ class ConvLSTMGate(_ConvGate):
         self._check_inputs(fused, hidden, cell)
         gates = self.conv(torch.cat([fused, hidden], dim=1))
         input_gate, forget_gate, output_gate, candidate = gates.chunk(4, dim=1)
-        new_cell = torch.sigmoid(input_gate) * torch.tanh(candidate)
+        new_cell = torch.sigmoid(input_gate) * tanh(candidate)
         if cell is not None:
             new_cell = new_cell + torch.sigmoid(forget_gate) * cell
-        return torch.sigmoid(output_gate) * torch.tanh(new_cell), new_cell
+        return torch.sigmoid(output_gate) * tanh(new_cell), new_cell
 
 
 GATES: Mapping[str, GateFactory] = MappingProxyType(
