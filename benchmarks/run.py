@@ -35,6 +35,7 @@ from benchmarks.cases import Case
 from benchmarks.flops import capture_all_ops, capture_flop_ops, count_flops, replay, summarise_calls
 from benchmarks.suite import GROUPS, build_suite, comparison_pairs
 from benchmarks.timing import TimingResult, measure, measure_interleaved, page_faults_per_call
+from benchmarks.workload import Workload
 
 FLOOR_KINDS = ("gate", "fusion", "igf")
 
@@ -94,7 +95,7 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def _time_against_floors(
-    work: Any, all_ops: bool, device: torch.device, args: argparse.Namespace, record: dict[str, Any]
+    work: Workload, all_ops: bool, device: torch.device, args: argparse.Namespace, record: dict[str, Any]
 ) -> TimingResult:
     """Time the case in alternating blocks with its conv floor (and, if ``all_ops``, its all-op replay).
 
