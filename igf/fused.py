@@ -32,9 +32,11 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
 __all__ = [
+    "EAGER_CPU_TANH_VIA_SIGMOID",
     "CheckpointedASGateStep",
     "FusedASGate",
     "FusedFusion",
+    "TanhViaSigmoid",
     "autocast_cast",
     "autocast_off",
     "concat_with_product",
@@ -72,25 +74,88 @@ def records_autograd(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def tanh(tensor: Tensor) -> Tensor:
-    r"""``tanh``; compiled for a CPU, as :math:`2\sigma(2x) - 1`, the same function.
+#: Whether eager code on a CPU computes ``tanh`` of float32/float64 tensors as :math:`2\sigma(2x) - 1`.
+#: On x86 CPUs whose best ATen kernels are AVX2 (no AVX-512), ATen's vectorized ``tanh`` takes
+#: about 3.4x the time of its ``sigmoid`` (1.15M float32 values, one thread, AMD EPYC: 3.67 ms
+#: against 1.07 ms; the four passes of the sigmoid form 1.41 ms), so there the sigmoid form is used.
+#: Where ATen runs AVX-512 kernels its ``tanh`` was measured faster than its ``sigmoid``: ``torch.tanh``
+#: stays. Set it to ``True`` or ``False`` to choose; values differ by float rounding only.
+EAGER_CPU_TANH_VIA_SIGMOID: bool = torch.backends.cpu.get_cpu_capability() == "AVX2"
 
-    Inductor's CPU code for ``tanh`` is several times slower than its ``sigmoid``
-    (and than eager ``torch.tanh``), so where ``torch.compile`` traces for a CPU
-    the identity :math:`\tanh x = 2\sigma(2x) - 1` is used: equal up to float
-    rounding (about one unit in the last place of 1). Eager code, other devices and
-    ``torch.export`` (whose graph should say ``tanh``) use ``torch.tanh``.
+_SIGMOID_FORM_DTYPES = (torch.float32, torch.float64)  # in bfloat16/float16, 2*sigmoid(2x) - 1 loses small x
+
+
+def tanh(tensor: Tensor) -> Tensor:
+    r"""``tanh``; on a CPU, where that is faster, as :math:`2\sigma(2x) - 1`, the same function.
+
+    - Traced by ``torch.compile`` for a CPU (not by ``torch.export``): the sigmoid form,
+      which Inductor fuses into one kernel (its CPU code for ``tanh`` is several times
+      slower than its ``sigmoid`` and than eager ``torch.tanh``).
+    - Eager on a CPU, float32/float64, with :data:`EAGER_CPU_TANH_VIA_SIGMOID`: the sigmoid
+      form (:class:`TanhViaSigmoid` where autograd records: it saves the output only, as
+      ``torch.tanh`` does).
+    - Otherwise (other devices and dtypes, ``torch.export``, TorchScript tracing): ``torch.tanh``.
+
+    Both forms are equal up to float rounding (within two units in the last place of 1).
     """
-    if tensor.device.type == "cpu" and torch.compiler.is_compiling() and not torch.compiler.is_exporting():
-        return torch.sigmoid(tensor * 2) * 2 - 1
-    return torch.tanh(tensor)
+    if torch.compiler.is_compiling():
+        if tensor.device.type == "cpu" and not torch.compiler.is_exporting():
+            return torch.sigmoid(tensor * 2) * 2 - 1
+        return torch.tanh(tensor)
+    if not _eager_sigmoid_form_applies(tensor):
+        return torch.tanh(tensor)
+    if records_autograd(tensor):
+        result: Tensor = TanhViaSigmoid.apply(tensor)
+        return result
+    return _tanh_via_sigmoid_(tensor * 2, doubled=True)
 
 
 def tanh_of_temporary(tensor: Tensor) -> Tensor:
     """``tanh`` of a tensor that only the caller holds: in place where autograd does not record it."""
     if records_autograd(tensor) or torch.compiler.is_compiling():
         return tanh(tensor)
+    if _eager_sigmoid_form_applies(tensor):
+        return _tanh_via_sigmoid_(tensor, doubled=False)
     return tensor.tanh_()
+
+
+def _eager_sigmoid_form_applies(tensor: Tensor) -> bool:
+    """Whether eager code computes ``tanh(tensor)`` as ``2 sigmoid(2x) - 1`` (see :func:`tanh`)."""
+    return (
+        EAGER_CPU_TANH_VIA_SIGMOID
+        and tensor.device.type == "cpu"
+        and tensor.dtype in _SIGMOID_FORM_DTYPES
+        and not torch.compiler.is_exporting()
+        and not torch._C._get_tracing_state()
+    )
+
+
+def _tanh_via_sigmoid_(tensor: Tensor, *, doubled: bool) -> Tensor:
+    """``tanh`` as ``2 sigmoid(2x) - 1``, overwriting ``tensor`` (``x``, or ``2x`` if ``doubled``)."""
+    if not doubled:
+        tensor.mul_(2)
+    return tensor.sigmoid_().mul_(2).sub_(1)
+
+
+class TanhViaSigmoid(torch.autograd.Function):
+    r"""``tanh`` computed as :math:`2\sigma(2x) - 1`, differentiated as ``tanh``: it saves its output only.
+
+    Its backward is :math:`g (1 - y^2)` (``aten.tanh_backward``), differentiable again.
+    """
+
+    @staticmethod
+    def forward(tensor: Tensor) -> Tensor:
+        return _tanh_via_sigmoid_(tensor * 2, doubled=True)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (output,) = ctx.saved_tensors
+        result: Tensor = torch.ops.aten.tanh_backward(grad, output)
+        return result
 
 
 def sigmoid_of_temporary(tensor: Tensor) -> Tensor:
