@@ -5,7 +5,8 @@ Groups (``--groups`` selects a subset):
 ==========  ==================================================================
 gate        one gate step, ASGate vs ConvGRU vs ConvLSTM, every placement
 fusion      the fusion unit, vector vs tiled guidance, every placement
-igf         full IGF (L = 5, ASGate) at every placement, vector vs tiled map
+igf         full IGF (L = 5, ASGate) at every placement, vector vs tiled map; on a CPU also at
+            the paper's channel widths (fewer pixels)
 depth       full IGF for L = 1..7 and every gate (time vs L)
 compile     eager vs ``torch.compile`` (compile time reported apart)
 layout      contiguous vs channels_last
@@ -34,6 +35,7 @@ from benchmarks.cases import (
     IGFCase,
     Pass,
     Placement,
+    full_width_placements,
     placements_for,
     spec_memory_placements,
 )
@@ -66,6 +68,8 @@ class SuiteSettings:
         checkpoint_depths: the L values of the checkpointing sweep.
         precisions: the reduced precisions tried.
         dcmfnet: (config path, batch, image size) of the end-to-end cases.
+        full_width: placements at the paper's channel widths where ``placements`` are narrower
+            (CPU): full IGF calls are timed against their conv floor there too.
     """
 
     placements: tuple[Placement, ...]
@@ -75,6 +79,7 @@ class SuiteSettings:
     checkpoint_depths: tuple[int, ...]
     precisions: tuple[str, ...]
     dcmfnet: tuple[tuple[str, int, int], ...]
+    full_width: tuple[Placement, ...] = ()
 
 
 def settings_for(device: torch.device, quick: bool, output_stride: int = 8) -> SuiteSettings:
@@ -106,6 +111,7 @@ def settings_for(device: torch.device, quick: bool, output_stride: int = 8) -> S
         (1, 3, 5, 7),
         ("bf16",),
         (("model_cpu", 6, 64),),
+        full_width_placements(),
     )
 
 
@@ -143,6 +149,9 @@ def build_suite(
         for pass_ in PASSES:
             for g in _guidances(p):
                 add("igf", IGFCase(p, pass_, guidance=g))  # type: ignore[arg-type]
+    for p in s.full_width:
+        for pass_ in PASSES:
+            add("igf", IGFCase(p, pass_, guidance=_guidances(p)[0]))  # type: ignore[arg-type]
     for pass_ in passes:
         for gate in GATE_NAMES:
             for L in s.depths:
