@@ -24,7 +24,7 @@ E_dec   M_dec (6, 256, 60,    V1 (6, 256, 120, 120)      128    128    128
 CPU runs use :func:`reduced` copies of the OS8 placements: batch 2, channels / 4,
 spatial size / 4 (e.g. E3: X (2, 64), Y (2, 256, 15, 15), C'_v 128, C'_l 64), and
 measure full IGF calls also at :func:`full_width_placements` (the paper's channels,
-batch 2, fewer pixels: the placement's own balance of convolution and elementwise work).
+batch 1, fewer pixels: the placement's own balance of convolution and elementwise work).
 
 Every case is a frozen dataclass; :meth:`build` returns a
 :class:`~benchmarks.workload.Workload` (the callable that is timed, the eager
@@ -125,18 +125,18 @@ def reduced(p: Placement, *, batch: int = 2, channel_div: int = 4, spatial_div: 
 
 
 def full_width(p: Placement, *, spatial_div: int) -> Placement:
-    """A copy of ``p`` at the paper's channel widths, batch 2 and ``H, W / spatial_div``, named ``<name>-full-width``.
+    """A copy of ``p`` at the paper's channel widths, batch 1 and ``H, W / spatial_div``, named ``<name>-full-width``.
 
     Per pixel, a convolution's work grows with channels squared and elementwise work with
     channels, so :func:`reduced`'s channels / 4 makes elementwise work 4x heavier relative to
     the convolutions than at the placement itself. These copies keep the placement's
     per-pixel balance and save time with fewer pixels instead.
     """
-    return dataclasses.replace(reduced(p, channel_div=1, spatial_div=spatial_div), name=f"{p.name}-full-width")
+    return dataclasses.replace(reduced(p, batch=1, channel_div=1, spatial_div=spatial_div), name=f"{p.name}-full-width")
 
 
 def full_width_placements() -> tuple[Placement, ...]:
-    """The four placements at full width for CPU runs (E4, the widest, at a quarter of E3's pixels)."""
+    """The four placements at full width for CPU runs (E4, the widest, at a quarter of the others' pixels)."""
     spatial_div = {"E3": 4, "E4": 8, "E_enc": 4, "E_dec": 4}
     return tuple(full_width(p, spatial_div=spatial_div[p.name]) for p in paper_placements(8))
 

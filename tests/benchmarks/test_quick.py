@@ -128,3 +128,14 @@ def test_failed_cases_exit_non_zero_after_writing_the_results(
     assert records and all(r["error"] == "RuntimeError: boom" for r in records)
     assert (tmp_path / "results.md").is_file()
     assert f"{records[0]['name']}: RuntimeError: boom" in capsys.readouterr().err
+
+
+def test_full_width_placements_keep_the_paper_channels() -> None:
+    """Full-width copies change pixels and batch only: per pixel, the paper's mix of conv and elementwise work."""
+    from benchmarks.cases import full_width_placements, paper_placements
+
+    channel_fields = ("guidance_channels", "guided_channels", "hidden_channels", "guidance_hidden_channels")
+    for wide, paper in zip(full_width_placements(), paper_placements(8), strict=True):
+        assert wide.name == f"{paper.name}-full-width"
+        assert all(getattr(wide, f) == getattr(paper, f) for f in (*channel_fields, "out_channels"))
+        assert wide.size[0] * wide.size[1] < paper.size[0] * paper.size[1] and wide.batch < paper.batch
