@@ -139,3 +139,16 @@ def test_full_width_placements_keep_the_paper_channels() -> None:
         assert wide.name == f"{paper.name}-full-width"
         assert all(getattr(wide, f) == getattr(paper, f) for f in (*channel_fields, "out_channels"))
         assert wide.size[0] * wide.size[1] < paper.size[0] * paper.size[1] and wide.batch < paper.batch
+
+
+def test_tanh_forms_rows_time_both_forms_and_leave_the_default_alone() -> None:
+    import igf.fused
+    from benchmarks.cases import paper_placements, reduced
+    from benchmarks.tanh_forms import igf_rows, kernel_rows
+
+    default = igf.fused.EAGER_CPU_TANH_VIA_SIGMOID
+    tiny = reduced(paper_placements(8)[3], batch=1, channel_div=16, spatial_div=8)
+    rows = kernel_rows(1000, 0.01) + igf_rows((tiny,), 0.01)
+    assert len(rows) == 3 and all(row.startswith("| ") and row.count("|") == 6 for row in rows)
+    assert "IGF fwdbwd at E_dec" in rows[2]
+    assert igf.fused.EAGER_CPU_TANH_VIA_SIGMOID is default
