@@ -75,11 +75,11 @@ def records_autograd(*tensors: Tensor | None) -> bool:
 
 
 #: Whether eager code on a CPU computes ``tanh`` of float32/float64 tensors as :math:`2\sigma(2x) - 1`.
-#: On x86 CPUs whose best ATen kernels are AVX2 (no AVX-512), ATen's vectorized ``tanh`` takes
-#: about 3.4x the time of its ``sigmoid`` (1.15M float32 values, one thread, AMD EPYC: 3.67 ms
-#: against 1.07 ms; the four passes of the sigmoid form 1.41 ms), so there the sigmoid form is used.
-#: Where ATen runs AVX-512 kernels its ``tanh`` was measured faster than its ``sigmoid``: ``torch.tanh``
-#: stays. Set it to ``True`` or ``False`` to choose; values differ by float rounding only.
+#: Where ATen's CPU kernels are AVX2, its vectorized ``tanh`` is the slow transcendental: on an AMD
+#: EPYC it took 2.4 times as long as the four passes of the sigmoid form (1.15M float32 values, one
+#: thread; ``python -m benchmarks.tanh_forms``), so there the sigmoid form is the default. Elsewhere
+#: ``torch.tanh`` stays (on the Intel Xeon of earlier benchmark runs, eager ``torch.tanh`` was the
+#: fast one). Set it to ``True`` or ``False`` to choose; the values differ by float rounding only.
 EAGER_CPU_TANH_VIA_SIGMOID: bool = torch.backends.cpu.get_cpu_capability() == "AVX2"
 
 _SIGMOID_FORM_DTYPES = (torch.float32, torch.float64)  # in bfloat16/float16, 2*sigmoid(2x) - 1 loses small x
