@@ -350,14 +350,14 @@ def markdown(
     lines += [
         "## Targets, as measured",
         "",
-        "Time ratios of two cases come from re-timing the pair in alternating blocks (A B A B ...) after the "
-        "main run, so a change of machine load between the two does not bias them; the floor ratio alternates "
-        "the case with its conv-floor replay in the same way. *Fastest blocks* divides the two minima: on a "
-        "shared machine it is the estimate least disturbed by other processes. *Saved activations* (SPEC §6): "
-        "bytes of the unique storages autograd keeps for backward in one training forward "
-        "(`torch.autograd.graph.saved_tensors_hooks`, parameters excluded), in maps of one (B, C'_v, H, W) "
-        "float32 tensor; deterministic. *fused* is the default IGF path, *plain* is `fused=False` "
-        "(the previous implementation).",
+        "Time ratios of two cases come from re-timing the pair in alternating blocks (A B A B ..., at least "
+        "15 rounds) after the main run, so a change of machine load between the two does not bias them; the "
+        "floor ratio alternates the case with its conv-floor replay in the same way. *Fastest blocks* divides"
+        " the two minima: on a shared machine it is the estimate least disturbed by other processes. *Saved "
+        "activations* (SPEC §6): bytes of the unique storages autograd keeps for backward in one training "
+        "forward (`torch.autograd.graph.saved_tensors_hooks`, parameters excluded), in maps of one (B, C'_v, "
+        "H, W) float32 tensor; deterministic. *fused* is the default IGF path, *plain* is `fused=False` (the "
+        "previous implementation).",
         "",
     ]
     lines += [

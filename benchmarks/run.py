@@ -39,6 +39,9 @@ from benchmarks.timing import TimingResult, measure, measure_interleaved, page_f
 from benchmarks.workload import Workload
 
 FLOOR_KINDS = ("gate", "fusion", "igf")
+#: Alternations at least of a target's pair: a 0.2 s case gets only five blocks of about 1 s
+#: otherwise, and on a shared machine one disturbed block then moves the median.
+PAIR_MIN_ROUNDS = 15
 
 
 def _cpu_name() -> str:
@@ -178,7 +181,9 @@ def run_comparison(
         a, b = numerator.build(device), denominator.build(device)
         if a.forward is not None and b.forward is not None:
             record["max_abs_output_diff"] = (a.forward() - b.forward()).abs().max().item()
-        ta, tb = measure_interleaved([a.step, b.step], device, min_run_time=args.min_run_time, warmup=args.warmup)
+        ta, tb = measure_interleaved(
+            [a.step, b.step], device, min_run_time=args.min_run_time, warmup=args.warmup, min_rounds=PAIR_MIN_ROUNDS
+        )
         record.update(
             numerator_time_s=ta.as_dict(),
             denominator_time_s=tb.as_dict(),
