@@ -107,7 +107,7 @@ def tanh(tensor: Tensor) -> Tensor:
     if records_autograd(tensor):
         result: Tensor = TanhViaSigmoid.apply(tensor)
         return result
-    return _tanh_via_sigmoid_(tensor * 2, doubled=True)
+    return _sigmoid_form_of_doubled_(tensor * 2)
 
 
 def tanh_of_temporary(tensor: Tensor) -> Tensor:
@@ -115,7 +115,7 @@ def tanh_of_temporary(tensor: Tensor) -> Tensor:
     if records_autograd(tensor) or torch.compiler.is_compiling():
         return tanh(tensor)
     if _eager_sigmoid_form_applies(tensor):
-        return _tanh_via_sigmoid_(tensor, doubled=False)
+        return _sigmoid_form_of_doubled_(tensor.mul_(2))
     return tensor.tanh_()
 
 
@@ -130,11 +130,9 @@ def _eager_sigmoid_form_applies(tensor: Tensor) -> bool:
     )
 
 
-def _tanh_via_sigmoid_(tensor: Tensor, *, doubled: bool) -> Tensor:
-    """``tanh`` as ``2 sigmoid(2x) - 1``, overwriting ``tensor`` (``x``, or ``2x`` if ``doubled``)."""
-    if not doubled:
-        tensor.mul_(2)
-    return tensor.sigmoid_().mul_(2).sub_(1)
+def _sigmoid_form_of_doubled_(doubled: Tensor) -> Tensor:
+    """``tanh(x)`` as ``2 sigmoid(2x) - 1`` from ``doubled = 2x``, which it overwrites."""
+    return doubled.sigmoid_().mul_(2).sub_(1)
 
 
 class TanhViaSigmoid(torch.autograd.Function):
@@ -145,7 +143,7 @@ class TanhViaSigmoid(torch.autograd.Function):
 
     @staticmethod
     def forward(tensor: Tensor) -> Tensor:
-        return _tanh_via_sigmoid_(tensor * 2, doubled=True)
+        return _sigmoid_form_of_doubled_(tensor * 2)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
