@@ -506,6 +506,14 @@ def _stop_reason(run: _Run) -> str | None:
     return "max_steps" if over_steps else "time budget"
 
 
+_VALIDATE = "validate"  # not a stop: the epoch pauses for a scheduled validation (``train.eval_every_steps``)
+
+
+def _validation_due(run: _Run) -> bool:
+    every = run.cfg.train.eval_every_steps
+    return every is not None and run.state.step % every == 0
+
+
 def _train_one_epoch(run: _Run) -> str | None:
     """Train the rest of the current epoch; return why it stopped early, or ``None`` at its end."""
     state, accumulation = run.state, run.cfg.train.grad_accum_steps
@@ -536,6 +544,9 @@ def _train_one_epoch(run: _Run) -> str | None:
         reason = _stop_reason(run)
         if reason:
             break
+        if _validation_due(run):
+            reason = _VALIDATE
+            break
     progress.close()
     return reason
 
@@ -554,8 +565,12 @@ def _validate(run: _Run) -> dict[str, Any]:
 
 
 def _end_epoch(run: _Run, reason: str | None) -> tuple[dict[str, Any], str | None]:
-    """After an epoch (or a stop inside one): log record, validation, ``last.pt``; return the record and reason."""
+    """After an epoch (or a stop or scheduled validation inside one): log record, validation, ``last.pt``;
+    return the record and the reason to stop (``None`` to go on)."""
     cfg, state = run.cfg, run.state
+    scheduled = reason == _VALIDATE
+    if scheduled:
+        reason = None
     epoch_done = state.epoch_batches >= run.batches_per_epoch
     if epoch_done:
         state.epoch, state.epoch_batches = state.epoch + 1, 0
@@ -573,7 +588,7 @@ def _end_epoch(run: _Run, reason: str | None) -> tuple[dict[str, Any], str | Non
     if epoch_done:
         state.loss_sum.zero_()
         state.loss_count = 0
-    if reason or (epoch_done and state.epoch % cfg.train.eval_every_epochs == 0):
+    if reason or scheduled or (epoch_done and state.epoch % cfg.train.eval_every_epochs == 0):
         record.update(_validate(run))
     _save(run, "last.pt")
     if run.context.is_main:

@@ -78,7 +78,8 @@ class TrainConfig:
     """The loop: epochs, batch, precision, loss, budget, logging.
 
     The loss is sigmoid BCE (paper) plus ``dice_weight`` times a soft Dice loss (0 by default).
-    ``max_train_minutes`` stops training (not counting validation) when reached; ``num_threads``
+    ``eval_every_steps`` also validates every that many optimizer steps inside an epoch (a learning curve
+    for long epochs). ``max_train_minutes`` stops training (not counting validation) when reached; ``num_threads``
     sets ``torch.set_num_threads`` (1 is fastest on a CPU shared with other jobs). A non-finite
     loss or gradient stops the run with an error; ``skip_nonfinite`` skips such batches instead
     (their number is logged as ``skipped_batches``).
@@ -95,6 +96,7 @@ class TrainConfig:
     max_train_minutes: float | None = None
     max_steps: int | None = None
     eval_every_epochs: int = 1
+    eval_every_steps: int | None = None
     log_every_steps: int = 20
     gallery_samples: int = 8
     progress_bar: bool = True
@@ -194,6 +196,8 @@ def _number_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
         checks.append(at_least("train.max_train_minutes", cfg.train.max_train_minutes, 0, above=True))
     if cfg.train.max_steps is not None:
         checks.append(at_least("train.max_steps", cfg.train.max_steps, 1))
+    if cfg.train.eval_every_steps is not None:
+        checks.append(at_least("train.eval_every_steps", cfg.train.eval_every_steps, 1))
     return checks
 
 
