@@ -1,4 +1,4 @@
-"""Small tensor helpers of IGF that other code may reuse: masked token mean and bilinear resize."""
+"""Small tensor helpers of IGF that other code may reuse: masked token mean and smooth resize in any rank."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from igf.spatial import interpolation_mode
 
 __all__ = ["masked_mean", "resize_to"]
 
@@ -34,11 +36,14 @@ def masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:
 
 
 def resize_to(feature: Tensor, size: Sequence[int]) -> Tensor:
-    """Bilinearly resize ``feature`` ``(B, C, h, w)`` to ``size = (H, W)`` (``align_corners=False``).
+    """Resize ``feature`` ``(B, C, *spatial)`` to ``size`` (``align_corners=False``).
+
+    The mode follows the rank (``len(size)``, 1 to 3): linear for ``(B, C, T)``, bilinear for
+    ``(B, C, H, W)``, trilinear for ``(B, C, D, H, W)``.
 
     Returns ``feature`` itself when it already has that size.
     """
-    target = (int(size[0]), int(size[1]))
-    if (feature.shape[-2], feature.shape[-1]) == target:
+    target = tuple(int(s) for s in size)
+    if tuple(feature.shape[2:]) == target:
         return feature
-    return F.interpolate(feature, size=target, mode="bilinear", align_corners=False)
+    return F.interpolate(feature, size=target, mode=interpolation_mode(len(target)), align_corners=False)
