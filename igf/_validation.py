@@ -56,7 +56,10 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
 
 
 def check_tensor(name: str, tensor: object, *, ndims: Sequence[int], layout: str) -> Tensor:
-    """Check that ``tensor`` is a floating-point tensor with one of ``ndims`` dimensions and no empty dim.
+    """Check that ``tensor`` is a floating-point tensor with one of ``ndims`` dimensions and no empty dim but B.
+
+    A batch of size 0 (dimension 0) is accepted, as ``nn.Conv2d`` accepts it: uneven data-parallel shards
+    and filtered batches produce it, and a layer then returns an empty output of the right shape.
 
     Args:
         name: Argument name used in the error message.
@@ -66,7 +69,7 @@ def check_tensor(name: str, tensor: object, *, ndims: Sequence[int], layout: str
 
     Raises:
         TypeError: Not a tensor, or not a floating-point dtype.
-        ValueError: Wrong number of dimensions or a zero-size dimension.
+        ValueError: Wrong number of dimensions or a zero-size dimension other than the batch.
     """
     if not isinstance(tensor, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(tensor).__name__}")
@@ -77,7 +80,7 @@ def check_tensor(name: str, tensor: object, *, ndims: Sequence[int], layout: str
             f"{name} must have shape {layout} ({' or '.join(map(str, ndims))} dims), "
             f"got {tensor.dim()} dims with shape {tuple(tensor.shape)}"
         )
-    if any(size == 0 for size in tensor.shape):
+    if any(size == 0 for size in tensor.shape[1:]):
         raise ValueError(f"{name} must not have a zero-size dimension, got shape {tuple(tensor.shape)}")
     return tensor
 
