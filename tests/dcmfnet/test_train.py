@@ -61,6 +61,20 @@ def test_training_run_writes_everything(tmp_path: Path) -> None:
     assert again["step"] == 6
 
 
+def test_eval_every_steps_validates_inside_epochs_and_resumes_the_same(tmp_path: Path) -> None:
+    """Validation every 2 steps inside 6-step epochs logs a learning curve; the epochs' own records stay."""
+    result = train(tiny_config("train.eval_every_steps=2"), tmp_path)
+    assert result["stopped"] == "done" and result["step"] == 12
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6, 8, 10, 12]
+    assert [r["epoch"] for r in records] == [0, 0, 1, 1, 1, 2]
+    assert all("val_overall_iou" in r for r in records)
+    # the curve's steps need not divide an epoch: the run still ends at its epochs' end
+    other = train(tiny_config("train.eval_every_steps=4"), tmp_path / "four")
+    steps = [json.loads(line)["step"] for line in (tmp_path / "four" / "metrics.jsonl").read_text().splitlines()]
+    assert other["step"] == 12 and steps == [4, 6, 8, 12]
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_step(tmp_path: Path, precision: str) -> None:
     result = train(tiny_config(f"train.precision={precision}", "train.max_steps=1", "train.epochs=1"), tmp_path)
@@ -251,6 +265,7 @@ def test_no_loss_item_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         ("optim.weight_decay=inf", "optim.weight_decay must be a finite number >= 0, got inf"),
         ("train.max_train_minutes=-5", "train.max_train_minutes must be a finite number > 0, got -5.0"),
         ("train.max_steps=0", "train.max_steps must be a finite number >= 1, got 0"),
+        ("train.eval_every_steps=0", "train.eval_every_steps must be a finite number >= 1, got 0"),
     ],
 )
 def test_learning_rates_and_budgets_must_be_finite_and_in_range(override: str, message: str) -> None:
