@@ -1,4 +1,4 @@
-"""Entry point: ``python -m benchmarks.run [--device cpu|cuda] [--quick] --output-dir DIR``.
+"""Entry point: ``python -m benchmarks.run [--device cpu|cuda] [--quick] [--groups G,...] [--match REGEX] --output-dir DIR``.
 
 Writes to ``DIR``:
     results.json   environment + one record per case (written after every case, so an
@@ -19,6 +19,7 @@ import gc
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -236,6 +237,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "with other busy processes use 1: OpenMP barriers in multi-threaded ops stall whenever one "
         "thread is descheduled, which inflated timings 10-100x on a loaded 2-core machine",
     )
+    p.add_argument(
+        "--match",
+        default=None,
+        metavar="REGEX",
+        help="keep only the cases of the selected groups whose name matches REGEX (re.search), e.g. "
+        "'/L5/fwdbwd/'; the target pairs among them are still re-timed",
+    )
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     p.add_argument("--no-floor", action="store_true", help="skip the conv floor")
     p.add_argument("--no-memory", action="store_true", help="skip peak memory")
@@ -250,6 +258,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.warmup = 1 if args.quick else 3
     if args.threads is None and args.quick:
         args.threads = 1
+    if args.match is not None:
+        try:
+            re.compile(args.match)
+        except re.error as error:
+            p.error(f"--match {args.match!r}: {error}")
     unknown = set(args.groups.split(",")) - set(GROUPS)
     if unknown:
         p.error(f"unknown groups {sorted(unknown)}; expected a subset of {list(GROUPS)}")
@@ -289,11 +302,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         # a fresh Inductor cache, so that compile_seconds is a cold compile, not a cache hit
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="igf-bench-inductor-")
     suite = build_suite(device, args.quick, groups, args.output_stride)
+    if args.match is not None:
+        suite = [(case, case_groups) for case, case_groups in suite if re.search(args.match, case.name)]
+        if not suite:
+            raise SystemExit(f"--match {args.match!r}: no case of the groups {','.join(groups)} matches")
     env = environment(device)
     env["inductor_cache_dir"] = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     env.update(
         command=command,
         quick=args.quick,
+        match=args.match,
         output_stride=args.output_stride,
         min_run_time_s=args.min_run_time,
         warmup_calls=args.warmup,
