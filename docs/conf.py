@@ -11,13 +11,20 @@ Run every code example of the pages and of the API reference::
 Set ``IGF_DOCS_ONLINE=1`` to link ``torch.*`` and Python names to their own
 documentation through intersphinx (this fetches the inventories, so it needs
 the network); the default build never touches the network.
+
+The pages load nothing from another host: MathJax 3 is copied into
+``_static/mathjax`` from the ``sphinx-mathjax-offline`` package (the ``docs``
+extra), so formulas render from a local copy of the built pages.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -54,6 +61,41 @@ root_doc = "index"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 templates_path: list[str] = []
 default_role = "code"
+
+# -- MathJax, served from the built pages ----------------------------------------
+# ``sphinx-mathjax-offline`` ships MathJax 3 (the files only are used here: its own
+# Sphinx hook would copy all 24 MB of bundles). The pages load ``tex-chtml.js`` from
+# ``_static/mathjax``; it finds its fonts and on-demand TeX extensions beside it.
+_MATHJAX_PACKAGE = "sphinx-mathjax-offline"
+_MATHJAX_SPEC = importlib.util.find_spec(_MATHJAX_PACKAGE)
+if _MATHJAX_SPEC is None or not _MATHJAX_SPEC.submodule_search_locations:
+    raise RuntimeError(
+        f"the docs render formulas with a local MathJax from the {_MATHJAX_PACKAGE!r} package, "
+        "which is not installed: pip install -e \".[docs]\""
+    )
+MATHJAX_SOURCE = Path(next(iter(_MATHJAX_SPEC.submodule_search_locations))) / "static" / "mathjax"
+# What tex-chtml.js needs: the combined component, TeX extensions it autoloads, the CHTML
+# fonts, the context menu and its accessibility parts.
+MATHJAX_PARTS = ("tex-chtml.js", "input", "output/chtml", "output/chtml.js", "ui", "a11y", "adaptors")
+mathjax_path = "mathjax/tex-chtml.js"  # relative to _static
+
+
+def _copy_mathjax(app: Any, exception: BaseException | None) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    target = Path(app.outdir) / "_static" / "mathjax"
+    for part in MATHJAX_PARTS:
+        source = MATHJAX_SOURCE / part
+        if source.is_dir():
+            shutil.copytree(source, target / part, dirs_exist_ok=True)
+        else:
+            (target / part).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / part)
+
+
+def setup(app: Any) -> None:
+    app.connect("build-finished", _copy_mathjax)
+
 
 # -- HTML ---------------------------------------------------------------------
 html_theme = "furo"

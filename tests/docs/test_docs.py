@@ -105,6 +105,37 @@ def test_committed_ablation_tables_are_rendered(builds: dict[str, Build]) -> Non
         assert table.relative_to(ROOT).as_posix() in html, f"{table} is not rendered"
         assert f"{table.stem}.png" in html
 
+#: ``src``/``href`` values that leave the built pages: an absolute URL or a scheme-relative one.
+EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)
+SCRIPT_SOURCES = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
+STYLESHEETS = re.compile(
+    r"<link\b(?=[^>]*\brel\s*=\s*[\"']?stylesheet)[^>]*\bhref\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE
+)
+
+
+def test_pages_load_no_script_from_another_host(builds: dict[str, Build]) -> None:
+    """Offline, every formula renders: MathJax and every other script and stylesheet come with the pages."""
+    returncode, _, stderr = builds["html"].result()
+    assert returncode == 0, stderr
+    html_root = builds["html"].out / "html"
+    pages = sorted(html_root.rglob("*.html"))
+    assert len(pages) >= len(PAGES)
+    external = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for url in [*SCRIPT_SOURCES.findall(text), *STYLESHEETS.findall(text)]:
+            if EXTERNAL.match(url):
+                external.append(f"{page.relative_to(html_root)}: {url}")
+            else:  # a local script must be there, or the page is as broken as with a CDN offline
+                local = (page.parent / url.split("?", 1)[0]).resolve()
+                assert local.is_file(), f"{page.relative_to(html_root)} loads {url}, which the build lacks"
+    assert not external, "pages load from another host:\n" + "\n".join(external)
+    math_page = (html_root / "math.html").read_text(encoding="utf-8")
+    assert "_static/mathjax/tex-chtml.js" in SCRIPT_SOURCES.findall(math_page)
+    fonts = html_root / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2"
+    assert any(fonts.glob("*.woff")), "MathJax's fonts were not copied beside it"
+
+
 def test_every_public_name_has_an_example() -> None:
     """Each public name has a runnable example: in its docstring, or in its entry on api/igf.rst."""
     source = (DOCS / "api" / "igf.rst").read_text(encoding="utf-8")
