@@ -20,6 +20,8 @@ import torch
 from PIL import Image
 
 __all__ = [
+    "OVERLAY_TINTS",
+    "contrasting_tint",
     "feature_energy",
     "feature_map_images",
     "heatmap_overlay",
@@ -30,22 +32,94 @@ __all__ = [
 ]
 
 
+#: The tints :func:`overlay_mask` chooses from: saturated hues far apart, so one of them is far from any object.
+OVERLAY_TINTS: tuple[tuple[int, int, int], ...] = (
+    (255, 40, 40),  # red
+    (40, 220, 40),  # green
+    (40, 110, 255),  # blue
+    (255, 225, 0),  # yellow
+    (255, 0, 255),  # magenta
+    (0, 230, 255),  # cyan
+)
+
+
+def _grow(mask: np.ndarray, steps: int) -> np.ndarray:
+    """``mask`` dilated by ``steps`` pixels (4-neighbourhood)."""
+    grown = mask
+    for _ in range(steps):
+        padded = np.pad(grown, 1)
+        grown = grown | padded[2:, 1:-1] | padded[:-2, 1:-1] | padded[1:-1, 2:] | padded[1:-1, :-2]
+    return grown
+
+
+def _shrink(mask: np.ndarray, steps: int) -> np.ndarray:
+    """``mask`` eroded by ``steps`` pixels (4-neighbourhood; the image border does not erode)."""
+    shrunk = mask
+    for _ in range(steps):
+        padded = np.pad(shrunk, 1, mode="edge")
+        shrunk = shrunk & padded[2:, 1:-1] & padded[:-2, 1:-1] & padded[1:-1, 2:] & padded[1:-1, :-2]
+    return shrunk
+
+
+def contrasting_tint(pixels: np.ndarray) -> tuple[int, int, int]:
+    """The tint of :data:`OVERLAY_TINTS` farthest (mean RGB distance) from ``pixels``, an ``(N, 3)`` array."""
+    pixels = np.asarray(pixels, dtype=np.float32).reshape(-1, 3)
+    if not len(pixels):
+        return OVERLAY_TINTS[0]
+    pixels = pixels[:: max(1, len(pixels) // 20_000)]  # a sample is enough to rank six colours
+    tints = np.asarray(OVERLAY_TINTS, dtype=np.float32)
+    distance = np.linalg.norm(pixels[:, None, :] - tints[None, :, :], axis=-1).mean(axis=0)
+    return OVERLAY_TINTS[int(distance.argmax())]
+
+
 def overlay_mask(
-    image: np.ndarray, mask: np.ndarray, *, colour: tuple[int, int, int] = (255, 40, 40), alpha: float = 0.5
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    colour: tuple[int, int, int] | None = None,
+    alpha: float = 0.5,
+    outline_width: int | None = None,
 ) -> np.ndarray:
-    """Blend ``colour`` over the masked pixels of an ``(H, W, 3)`` uint8 image and outline the mask."""
+    """Draw ``mask`` over an ``(H, W, 3)`` uint8 image so that it shows on an object of any colour.
+
+    - **Tint**: the masked pixels are blended with ``colour`` (weight ``alpha``). By default the colour
+      is the one of :data:`OVERLAY_TINTS` farthest from the pixels under the mask, so a red object is
+      tinted cyan or green, not red.
+    - **Outline**: a band just inside the mask's edge in the tint at full strength, and a band just
+      outside it in black or white (whichever contrasts with the tint), so the edge shows on any
+      background, even one of the tint's colour.
+
+    Args:
+        image: ``(H, W, 3)`` uint8.
+        mask: ``(H, W)``, non-zero inside.
+        colour: a fixed tint instead of the contrasting one.
+        alpha: the tint's weight in ``[0, 1]``.
+        outline_width: each band's width in pixels; default 1 pixel per 256 pixels of the shorter side
+            (at least 1).
+
+    Returns:
+        a new ``(H, W, 3)`` uint8 image; ``image`` itself when the mask is empty.
+    """
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3), got shape {tuple(image.shape)}")
     if image.shape[:2] != mask.shape:
         raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
-    out = image.astype(np.float32).copy()
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     mask = mask.astype(bool)
-    out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(colour, dtype=np.float32)
-    edge = mask & ~(
-        np.pad(mask, 1, mode="edge")[2:, 1:-1]
-        & np.pad(mask, 1, mode="edge")[:-2, 1:-1]
-        & np.pad(mask, 1, mode="edge")[1:-1, 2:]
-        & np.pad(mask, 1, mode="edge")[1:-1, :-2]
-    )
-    out[edge] = colour
+    out = image.astype(np.float32)
+    if not mask.any():
+        return image.astype(np.uint8, copy=True)
+    width = outline_width if outline_width is not None else max(1, round(min(mask.shape) / 256))
+    if width < 1:
+        raise ValueError(f"outline_width must be at least 1, got {outline_width}")
+    tint = np.asarray(colour if colour is not None else contrasting_tint(image[mask]), dtype=np.float32)
+    out[mask] = (1 - alpha) * out[mask] + alpha * tint
+    inner = mask & ~_shrink(mask, width)
+    outer = _grow(mask, width) & ~mask
+    luminance = float(tint @ np.asarray([0.299, 0.587, 0.114], dtype=np.float32))
+    out[inner] = tint
+    out[outer] = 0.0 if luminance > 140 else 255.0
     return out.clip(0, 255).astype(np.uint8)
 
 
@@ -66,7 +140,7 @@ def save_gallery(
     for row in range(n):
         panels = (
             (images[row], "\n".join(textwrap.wrap(f'"{expressions[row]}"', 34))),
-            (overlay_mask(images[row], ground_truths[row], colour=(40, 220, 40)), "ground truth"),
+            (overlay_mask(images[row], ground_truths[row]), "ground truth"),
             (
                 overlay_mask(images[row], predictions[row]),
                 "prediction" + (f" (IoU {ious[row]:.2f})" if ious is not None else ""),
