@@ -6,6 +6,8 @@ Public API:
 - :class:`BilinearFusionUnit` -- its multi-head bilinear fusion unit (Eq. 2).
 - :class:`ASGate`, :class:`ConvGRUGate`, :class:`ConvLSTMGate` -- its gating units (Eq. 3, Table 6).
 - :class:`IGFOutput`, :data:`OUTPUT_MODES` / :data:`OutputMode`, :data:`GATES`, :class:`GateFactory`.
+- :class:`FiLM`, :class:`PixelWordAttention`, :class:`ConcatFusion` -- IGF's peers, called like IGF.
+- :class:`FusionLayer` -- the call shape they share; :func:`build_fusion_layer` / :data:`FUSION_LAYERS` -- one by name.
 
 Modules:
 
@@ -14,22 +16,33 @@ Modules:
 - :mod:`igf.saved_activations` -- what one training forward saves for backward (SPEC §6).
 """
 
+from igf.concat import ConcatFusion
+from igf.film import FiLM
 from igf.fusion import BilinearFusionUnit
 from igf.gates import GATES, ASGate, ConvGRUGate, ConvLSTMGate, GateFactory
 from igf.iterative import OUTPUT_MODES, IGFOutput, IterativeGatedFusion, OutputMode
+from igf.pixel_word_attention import PixelWordAttention
+from igf.protocol import FusionLayer
+from igf.registry import FUSION_LAYERS, build_fusion_layer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FUSION_LAYERS",
     "GATES",
     "OUTPUT_MODES",
     "ASGate",
     "BilinearFusionUnit",
+    "ConcatFusion",
     "ConvGRUGate",
     "ConvLSTMGate",
+    "FiLM",
+    "FusionLayer",
     "GateFactory",
     "IGFOutput",
     "IterativeGatedFusion",
     "OutputMode",
+    "PixelWordAttention",
     "__version__",
+    "build_fusion_layer",
 ]
