@@ -8,7 +8,10 @@ epoch, training seconds), the best validation metric and every rank's RNG states
 Writing goes to a temporary file in the same folder, is flushed to disk and then moved over the
 target with :func:`os.replace`, which is atomic: a crash while saving leaves the previous good
 file untouched, and the temporary file it leaves (``.last.pt.<random>.tmp``) is removed by
-:func:`remove_orphaned_temporaries` when the next run starts.
+:func:`remove_orphaned_temporaries` when the next run starts. A write that fails (a full disk,
+a quota, a read-only folder) removes its temporary file, leaves the previous file as it was and
+raises :class:`CheckpointError` naming the path, the reason and the space free, so the command
+stops with one line and the same command resumes once there is room.
 
 Loading uses ``weights_only=True`` (no code from the file runs), and every checkpoint carries a
 SHA-256 digest of its content (every tensor's dtype, shape and bytes, every key and value),
@@ -18,9 +21,11 @@ evaluated on.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +33,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from dcmfnet.errors import CheckpointError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -44,10 +51,6 @@ __all__ = [
 CHECKPOINT_FORMAT = "igf-dcmfnet/1"
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, truncated, of another format, or from another config."""
-
-
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     """Write ``state`` to ``path`` atomically (temporary file, fsync, :func:`os.replace`).
 
@@ -58,23 +61,77 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
 
     Returns:
         the path written.
+
+    Raises:
+        CheckpointError: the file could not be written (no space left, a quota, no permission); the
+            message names the path and the reason, the temporary file is removed and ``path`` keeps
+            its previous content.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, **{k: v for k, v in state.items() if k not in ("format", "sha256")}}
     payload["sha256"] = content_digest(payload)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temporary: str | None = None
     try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(handle, "wb") as stream:
             torch.save(payload, stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary file
         os.replace(temporary, path)
+    except OSError as error:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        raise CheckpointError(_write_failure(path, error, _payload_bytes(payload))) from error
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+#: The errors of a write that found no room: a full disk, a quota, a file-size limit.
+_NO_ROOM = {getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, name)}
+
+
+def _payload_bytes(payload: Mapping[str, Any]) -> int:
+    """The bytes of the tensors in ``payload`` (what a checkpoint file needs, give or take its index)."""
+    total = 0
+    stack: list[Any] = [payload]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+        elif isinstance(value, Mapping):
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+    return total
+
+
+def _size(count: int) -> str:
+    """``count`` bytes in B, KiB, MiB or GiB."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
+
+
+def _write_failure(path: Path, error: OSError, needed: int) -> str:
+    """One line: which checkpoint could not be written, why, and what the folder still holds."""
+    reason = error.strerror or str(error)
+    name = errno.errorcode.get(error.errno, "") if error.errno is not None else ""
+    message = f"cannot write checkpoint {path}: {reason}" + (f" ({name})" if name else "")
+    if error.errno in _NO_ROOM:
+        try:
+            free: int | None = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        if free is not None:
+            message += f"; {_size(free)} free there, the checkpoint needs about {_size(needed)}"
+    kept = f"{path.name} keeps its last good content" if path.exists() else f"{path.name} was not written"
+    return f"{message}; {kept}. Free space and run the same command again to resume"
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
