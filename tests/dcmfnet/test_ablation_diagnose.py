@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from dcmfnet.ablations import command
 from dcmfnet.ablations.diagnose import InitDiagnostics, LossPoint, init_diagnostics, loss_curves
 from dcmfnet.ablations.records import append_record
 from dcmfnet.ablations.runner import RunSpec, plan_runs
 from dcmfnet.ablations.tables import FULL_KEY, rows_by_key
-from dcmfnet.command_line import InputError
+from dcmfnet.commands import ablate as command
+from dcmfnet.errors import InputError
 from tests.dcmfnet.test_ablations import ABLATION_TINY
 from tests.dcmfnet.tiny_run import CPU_CONFIG
 

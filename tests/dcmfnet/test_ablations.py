@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from dcmfnet.ablations import command
 from dcmfnet.ablations.records import read_records
 from dcmfnet.ablations.report import table_markdown
 from dcmfnet.ablations.runner import MANAGED_KEYS, METRIC_KEYS, plan_runs
 from dcmfnet.ablations.statistics import Interval, mean_interval, paired_difference, t_quantile, verdict
 from dcmfnet.ablations.tables import FULL_KEY, FULL_MODEL, TABLES, rows_by_key
-from dcmfnet.command_line import InputError
+from dcmfnet.commands import ablate as command
 from dcmfnet.config import load_model_config
+from dcmfnet.errors import InputError
 from tests.dcmfnet.tiny_run import CPU_CONFIG, TINY
 
 # Two-sided 95% Student-t critical values as printed in standard tables (e.g. NIST/SEMATECH e-Handbook, 1.3.6.7.2).

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dcmfnet.cli import COMMANDS, build_parser, main
-from dcmfnet.command_line import parse_with_overrides
+from dcmfnet.commands.base import parse_with_overrides
+from dcmfnet.commands.main import COMMANDS, build_parser, main
 from dcmfnet.train_config import ConfigError
 from tests.dcmfnet.tiny_run import TINY
 

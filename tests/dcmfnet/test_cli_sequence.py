@@ -1,5 +1,5 @@
 """The new user's sequence, as separate processes from a folder outside the repository:
-train -> evaluate -> export -> DCMFNet.from_pretrained -> predict on an EXIF-rotated photo."""
+train -> evaluate -> export -> load_pretrained -> predict on an EXIF-rotated photo."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_train_evaluate_export_load_predict_from_an_empty_folder(tmp_path: Path)
     dcmfnet("evaluate", "--checkpoint", "run/best.pt", "--output-json", "e.json", cwd=tmp_path)
     assert 0.0 <= json.loads((tmp_path / "e.json").read_text())["overall_iou"] <= 1.0
     dcmfnet("export", "--checkpoint", "run/best.pt", "--output-dir", "model", cwd=tmp_path)
-    load = 'from dcmfnet import DCMFNet; print(DCMFNet.from_pretrained("model").pretrained_config.image_size)'
+    load = 'from dcmfnet.pretrained import load_pretrained; print(load_pretrained("model").config.image_size)'
     loaded = run([sys.executable, "-c", load], cwd=tmp_path)
     assert loaded.strip() == "32"
 

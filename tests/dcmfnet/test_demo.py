@@ -14,7 +14,7 @@ from PIL import Image
 
 from dcmfnet import demo
 from dcmfnet.checkpoint import save_checkpoint
-from dcmfnet.cli import main as dcmfnet_main
+from dcmfnet.commands.main import main as dcmfnet_main
 from dcmfnet.config import build_model
 from dcmfnet.data.build import max_tokens_for
 from dcmfnet.data.synthetic import SyntheticReferring
@@ -142,13 +142,13 @@ def test_command_loads_a_checkpoint_and_reports_a_busy_port(tmp_path, capsys) ->
 
 def test_only_the_demo_imports_gradio() -> None:
     script = (
-        "import pkgutil, importlib, sys, dcmfnet, dcmfnet.cli\n"
-        "dcmfnet.cli.build_parser()\n"
+        "import pkgutil, importlib, sys, dcmfnet, dcmfnet.commands.main\n"
+        "dcmfnet.commands.main.build_parser()\n"
         "names = [m.name for m in pkgutil.walk_packages(dcmfnet.__path__, 'dcmfnet.')]\n"
         "for name in names:\n"
         "    if name != 'dcmfnet.demo' and not name.endswith('__main__'):\n"
         "        importlib.import_module(name)\n"
-        "assert 'dcmfnet.demo_command' in names, names\n"
+        "assert 'dcmfnet.commands.demo' in names, names\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'gradio'))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)

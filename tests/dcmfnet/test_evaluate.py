@@ -13,10 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from dcmfnet import evaluate, predict
 from dcmfnet.checkpoint import load_checkpoint, save_checkpoint
+from dcmfnet.commands import evaluate, predict
 from dcmfnet.data import SyntheticReferring
-from dcmfnet.train import train
+from dcmfnet.loading import load_model_from_checkpoint
+from dcmfnet.training import train
 from tests.dcmfnet.fixtures_refer import make_refer_fixture
 from tests.dcmfnet.tiny_run import CPU_CONFIG, TINY, tiny_config
 
@@ -122,7 +123,7 @@ def test_evaluation_does_not_need_the_training_backbone_weights(checkpoint: Path
     state = load_checkpoint(checkpoint)
     state["config"]["model"]["backbone_weights"] = str(tmp_path / "only_on_the_training_machine.pt")
     moved = save_checkpoint(tmp_path / "moved.pt", {k: v for k, v in state.items() if k != "format"})
-    model, cfg, _ = evaluate.load_model_from_checkpoint(moved)
+    model, cfg, _ = load_model_from_checkpoint(moved)
     assert cfg.model.backbone_weights == state["config"]["model"]["backbone_weights"]  # the config is as stored
     for key, value in state["model"].items():
         torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0, msg=key)

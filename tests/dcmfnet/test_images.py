@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
 
-from dcmfnet.command_line import InputError
+from dcmfnet.errors import InputError
 from dcmfnet.images import ImageReadError, image_from_array, image_from_pil, read_image
 
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from dcmfnet import predict
-from dcmfnet.command_line import InputError
+from dcmfnet.commands import predict
 from dcmfnet.config import build_model
 from dcmfnet.data import SyntheticReferring
+from dcmfnet.errors import InputError
 from dcmfnet.inference import Segmentation, Segmenter
-from dcmfnet.pretrained import PretrainedConfig
+from dcmfnet.pretrained import PretrainedConfig, save_pretrained
 from tests.dcmfnet.test_images import exif_rotated_jpeg
 from tests.dcmfnet.tiny_run import tiny_config
 
@@ -116,8 +116,8 @@ def test_long_and_unknown_expressions_warn_what_was_lost(segmenter: Segmenter, s
 def test_predict_reports_the_warnings_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     torch.manual_seed(0)
     cfg = tiny_config()
-    build_model(cfg.model).save_pretrained(
-        tmp_path / "model", config=PretrainedConfig(model=cfg.model, image_size=32, max_tokens=4)
+    save_pretrained(
+        build_model(cfg.model), tmp_path / "model", PretrainedConfig(model=cfg.model, image_size=32, max_tokens=4)
     )
     Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(tmp_path / "black.png")
     args = ["--model", str(tmp_path / "model"), "--image", str(tmp_path / "black.png"), "--device", "cpu"]

@@ -20,7 +20,7 @@ _DRIVER = """
 import os, sys, time
 from pathlib import Path
 import dcmfnet.checkpoint
-from dcmfnet.train import train
+from dcmfnet.training import train
 from tests.dcmfnet.tiny_run import tiny_config
 
 marker, output = Path(sys.argv[1]), sys.argv[2]

@@ -1,4 +1,4 @@
-"""Exported models: save_pretrained/from_pretrained round trip, sha256 integrity, export and evaluate --model."""
+"""Exported models: save_pretrained/load_pretrained round trip, sha256 integrity, export and evaluate --model."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcmfnet import DCMFNet, evaluate, predict
+from dcmfnet import DCMFNet
+from dcmfnet.commands import evaluate, predict
 from dcmfnet.config import build_model
 from dcmfnet.export import export_checkpoint
-from dcmfnet.pretrained import PretrainedConfig, PretrainedError
+from dcmfnet.pretrained import PretrainedConfig, PretrainedError, load_pretrained, save_pretrained
 from dcmfnet.text_encoders import HFTextEncoder
-from dcmfnet.train import train
+from dcmfnet.training import train
 from tests.dcmfnet.tiny_run import tiny_config
 
 
@@ -29,7 +30,7 @@ def saved(tmp_path: Path) -> tuple[DCMFNet, Path]:
     torch.manual_seed(0)
     cfg = tiny_config().model
     model = build_model(cfg).eval()
-    model.save_pretrained(tmp_path / "model", config=PretrainedConfig(model=cfg, image_size=32, max_tokens=8))
+    save_pretrained(model, tmp_path / "model", PretrainedConfig(model=cfg, image_size=32, max_tokens=8))
     return model, tmp_path / "model"
 
 
@@ -38,13 +39,15 @@ def test_round_trip_rebuilds_the_same_model_without_pickle(saved: tuple[DCMFNet,
     assert {p.name for p in directory.iterdir()} == {"config.json", "model.safetensors", "README.md"}
     config = json.loads((directory / "config.json").read_text())
     assert config["format"] == "dcmfnet-pretrained/1" and config["max_tokens"] == 8
-    assert config["model"]["text_vocabulary"] == model.pretrained_config.model.text_vocabulary  # the word encoder's
-    loaded = DCMFNet.from_pretrained(directory)
-    assert not loaded.training and loaded.pretrained_config == model.pretrained_config
+    assert config["model"]["text_vocabulary"] == tiny_config().model.text_vocabulary  # the word encoder's
+    loaded, loaded_config = load_pretrained(directory)
+    assert not loaded.training and loaded_config == PretrainedConfig(
+        model=tiny_config().model, image_size=32, max_tokens=8
+    )
     expressions = ["the red circle", "small blue square on the left"]
     assert torch.equal(outputs(loaded, expressions), outputs(model, expressions))
-    loaded.save_pretrained(directory.parent / "again")  # the remembered config is saved again
-    assert DCMFNet.from_pretrained(directory.parent / "again").pretrained_config == model.pretrained_config
+    save_pretrained(loaded, directory.parent / "again", loaded_config)
+    assert load_pretrained(directory.parent / "again").config == loaded_config
 
 
 @pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
@@ -56,7 +59,7 @@ def test_a_flipped_byte_is_refused_naming_the_file(saved: tuple[DCMFNet, Path], 
     data[position] ^= 0x01  # a weight's last bytes / max_tokens 8 -> 9: both still parse
     path.write_bytes(bytes(data))
     with pytest.raises(PretrainedError, match=rf"{name}.*(sha256|content hash)"):
-        DCMFNet.from_pretrained(directory)
+        load_pretrained(directory)
     command = ["--model", str(directory), "--image", "x.png", "--expression", "a", "--output", "o.png"]
     assert predict.main(command) == 2
     err = capsys.readouterr().err
@@ -66,17 +69,14 @@ def test_a_flipped_byte_is_refused_naming_the_file(saved: tuple[DCMFNet, Path], 
 def test_missing_folders_files_and_configs_are_clear_errors(saved: tuple[DCMFNet, Path]) -> None:
     _, directory = saved
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        DCMFNet.from_pretrained(directory.parent / "nowhere")
+        load_pretrained(directory.parent / "nowhere")
     with pytest.raises(NotADirectoryError, match="--checkpoint"):
-        DCMFNet.from_pretrained(directory / "model.safetensors")
+        load_pretrained(directory / "model.safetensors")
     with pytest.raises(FileNotFoundError, match="neither a local folder nor a reachable"):
-        DCMFNet.from_pretrained("nobody/no-such-dcmfnet", local_files_only=True)
+        load_pretrained("nobody/no-such-dcmfnet", local_files_only=True)
     (directory / "model.safetensors").unlink()
     with pytest.raises(PretrainedError, match=r"model\.safetensors is missing"):
-        DCMFNet.from_pretrained(directory)
-    fresh = build_model(tiny_config().model)
-    with pytest.raises(ValueError, match="needs config=PretrainedConfig"):
-        fresh.save_pretrained(directory.parent / "unsaved")
+        load_pretrained(directory)
 
 
 def test_a_hugging_face_text_encoder_travels_with_its_tokenizer(tmp_path: Path) -> None:
@@ -92,9 +92,9 @@ def test_a_hugging_face_text_encoder_travels_with_its_tokenizer(tmp_path: Path) 
     cfg = tiny_config("model.text_encoder=bert", f"model.text_encoder_path={tmp_path / 'absent'}").model
     torch.manual_seed(0)
     model = build_model(cfg, text_encoder=HFTextEncoder(bert, tokenizer)).eval()
-    model.save_pretrained(tmp_path / "model", config=PretrainedConfig(model=cfg, image_size=32, max_tokens=8))
+    save_pretrained(model, tmp_path / "model", PretrainedConfig(model=cfg, image_size=32, max_tokens=8))
     assert (tmp_path / "model" / "text_encoder" / "tokenizer.json").is_file()
-    loaded = DCMFNet.from_pretrained(tmp_path / "model")  # the original text_encoder_path does not exist
+    loaded, _ = load_pretrained(tmp_path / "model")  # the original text_encoder_path does not exist
     expressions = ["the red circle", "blue square left"]
     torch.testing.assert_close(outputs(loaded, expressions), outputs(model, expressions))  # kernels may differ
     warnings = loaded.text_encoder.token_warnings(["the red circle left of the blue square", "zebra"], 6)
@@ -102,7 +102,7 @@ def test_a_hugging_face_text_encoder_travels_with_its_tokenizer(tmp_path: Path) 
     tokenizer_file = tmp_path / "model" / "text_encoder" / "tokenizer.json"
     tokenizer_file.write_text(tokenizer_file.read_text().replace('"circle"', '"circlf"'))
     with pytest.raises(PretrainedError, match=r"tokenizer\.json does not match the sha256"):
-        DCMFNet.from_pretrained(tmp_path / "model")
+        load_pretrained(tmp_path / "model")
 
 
 def test_export_and_evaluate_with_model_or_checkpoint(tmp_path: Path) -> None:

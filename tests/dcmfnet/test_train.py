@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 import torch
 
-import dcmfnet.train as train_module
+import dcmfnet.training as train_module
 from dcmfnet.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from dcmfnet.train import LearningRateSchedule, _resume_state, train
+from dcmfnet.commands import train as train_command
 from dcmfnet.train_config import ConfigError, OptimConfig, load_run_config
+from dcmfnet.training import LearningRateSchedule, _resume_state, train
 from tests.dcmfnet.tiny_run import CPU_CONFIG, TINY, tiny_config
 
 
@@ -299,7 +300,7 @@ def test_a_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
 ) -> None:
     seen = _loss_turns_nan_on(9, monkeypatch)  # the 3rd batch of epoch 2 (6 batches per epoch)
     command = ["--config", str(CPU_CONFIG), "--output-dir", str(tmp_path), *TINY]
-    assert train_module.main(command) == 1
+    assert train_command.main(command) == 1
     error = capsys.readouterr().err
     where = "non-finite loss at optimizer step 9 (epoch 2, batch 3 of the epoch)"
     assert f"{where}, training samples {seen['indices']}" in error

@@ -2,6 +2,6 @@
 
 import sys
 
-from dcmfnet.cli import main
+from dcmfnet.commands.main import main
 
 sys.exit(main())

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from dcmfnet.backbones import BACKBONES, build_backbone, output_strides
@@ -27,6 +28,7 @@ from dcmfnet.blocks import (
     NoMultiLevelFusion,
     SegmentationHead,
 )
+from dcmfnet.configs import resolve_config
 from dcmfnet.model import DCMFNet
 from dcmfnet.text_encoders import DEFAULT_WORDS, POOLINGS, TEXT_ENCODERS, TextEncoder, build_text_encoder
 from igf import GATES, OUTPUT_MODES, IterativeGatedFusion
@@ -191,11 +193,7 @@ def load_model_config(path: str | Path | None = None, overrides: Sequence[str] =
         omegaconf.errors.ConfigKeyError: An unknown key.
         ValueError: An invalid value (see :meth:`ModelConfig.validate`).
     """
-    from omegaconf import OmegaConf
-
     schema = OmegaConf.structured(ModelConfig)
-    from dcmfnet.configs import resolve_config
-
     sources = [OmegaConf.load(resolve_config(path))] if path is not None else []
     merged = OmegaConf.merge(schema, *sources, OmegaConf.from_dotlist(list(overrides)))
     config = OmegaConf.to_object(merged)

@@ -22,8 +22,8 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from dcmfnet.command_line import InputError, is_user_error
 from dcmfnet.data.synthetic import Scene, SyntheticReferring
+from dcmfnet.errors import InputError, is_user_error
 from dcmfnet.visualize import feature_map_images, overlay_mask
 
 if TYPE_CHECKING:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from dcmfnet.devices import resolve_device
+
 __all__ = ["DistributedContext", "all_gather_object", "all_reduce_flag", "barrier", "cleanup", "setup"]
 
 
@@ -42,19 +44,6 @@ class DistributedContext:
         return self.world_size > 1
 
 
-def _pick_device(requested: str, local_rank: int) -> torch.device:
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' was requested but CUDA is not available; use device=cpu")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    if requested == "cpu":
-        return torch.device("cpu")
-    raise ValueError(f"unknown device {requested!r}; expected 'auto', 'cpu' or 'cuda'")
-
-
 def setup(*, device: str = "auto") -> DistributedContext:
     """Initialise the process group when launched by ``torchrun`` and pick the device.
 
@@ -63,11 +52,16 @@ def setup(*, device: str = "auto") -> DistributedContext:
 
     Returns:
         the :class:`DistributedContext`.
+
+    Raises:
+        dcmfnet.errors.DeviceError: the device is not available here (see :func:`~dcmfnet.devices.resolve_device`).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    chosen = _pick_device(device, local_rank)
+    chosen = resolve_device(device, local_rank=local_rank)
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if chosen.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)

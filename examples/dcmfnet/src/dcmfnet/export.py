@@ -1,38 +1,32 @@
-"""Export a training checkpoint as a model folder: ``config.json`` + ``model.safetensors``, loadable offline.
-
-Usage::
-
-    dcmfnet export --checkpoint runs/cpu/best.pt --output-dir model
-    python -c 'from dcmfnet import DCMFNet; DCMFNet.from_pretrained("model")'
-    dcmfnet predict --model model --image photo.jpg --expression "the red circle" --output out.png
+"""Export a training checkpoint as a model folder (``config.json`` + ``model.safetensors``), loadable offline.
 
 The folder holds the architecture, the input size and token budget, the run's data/optim/train
 sections (so ``dcmfnet evaluate --model`` finds the dataset), the weights as safetensors (no
 pickle), a Hugging Face text encoder's tokenizer, a model card, and the sha256 of every file,
-checked on every load (see :mod:`dcmfnet.pretrained`).
+checked on every load (see :mod:`dcmfnet.pretrained`). The ``dcmfnet export`` command is
+:mod:`dcmfnet.commands.export`.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from dcmfnet.command_line import run_command
 from dcmfnet.data.build import max_tokens_for
-from dcmfnet.evaluate import load_model_from_checkpoint
-from dcmfnet.pretrained import PretrainedConfig
+from dcmfnet.loading import load_model_from_checkpoint
+from dcmfnet.pretrained import PretrainedConfig, save_pretrained
 from dcmfnet.train_config import config_to_dict
 
-__all__ = ["export_checkpoint", "main"]
+__all__ = ["export_checkpoint"]
 
 
 def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
-    """Write the model of ``checkpoint`` into ``output_dir`` (created) with ``DCMFNet.save_pretrained``.
+    """Write the model of ``checkpoint`` into ``output_dir`` (created) with :func:`~dcmfnet.pretrained.save_pretrained`.
 
     Returns:
         The folder written.
+
+    Raises:
+        dcmfnet.errors.CheckpointError: A missing, damaged or foreign checkpoint.
     """
     model, cfg, _ = load_model_from_checkpoint(checkpoint)
     run = {key: value for key, value in config_to_dict(cfg).items() if key != "model"}
@@ -43,28 +37,4 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
         precision=cfg.train.precision,
         run=run,
     )
-    model.save_pretrained(output_dir, config=config)
-    return Path(output_dir)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``export`` subcommand's arguments."""
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint file (best.pt or last.pt)")
-    parser.add_argument("--output-dir", required=True, help="model folder to write (created)")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dcmfnet.export``: the same as ``dcmfnet export``."""
-    return run_command(__doc__, add_arguments, run, argv, prog="dcmfnet export")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Export with the parsed arguments; returns the exit status."""
-    directory = export_checkpoint(args.checkpoint, args.output_dir)
-    files = sorted(str(path.relative_to(directory)) for path in directory.rglob("*") if path.is_file())
-    print(f"{args.checkpoint} -> {directory}: {', '.join(files)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return save_pretrained(model, output_dir, config)

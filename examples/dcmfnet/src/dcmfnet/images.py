@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dcmfnet.command_line import InputError
+from dcmfnet.errors import ImageReadError, InputError
 
 __all__ = ["BACKGROUND", "DEFAULT_MAX_PIXELS", "ImageReadError", "image_from_array", "image_from_pil", "read_image"]
 
@@ -37,10 +37,6 @@ DEFAULT_MAX_PIXELS = 64_000_000
 """Largest image accepted by default: 64 megapixels (192 MB as 8-bit RGB)."""
 
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-
-
-class ImageReadError(OSError):
-    """An image file is missing, or Pillow cannot decode it; the message names the file."""
 
 
 def read_image(

@@ -12,7 +12,8 @@ Example::
 Images are read by :mod:`dcmfnet.images` (EXIF orientation applied, 16/32-bit greyscale
 scaled, transparency composited over white, a pixel cap). The image is resized to the model's
 input size, and the logits are resized back to the image's size and thresholded at
-probability 0.5, as :mod:`dcmfnet.evaluate` scores them.
+probability 0.5. :func:`predict_logits` and :func:`predict_masks` are the one prediction path:
+:meth:`Segmenter.segment` and :mod:`dcmfnet.evaluation` both go through them.
 """
 
 from __future__ import annotations
@@ -26,18 +27,29 @@ from typing import Any, overload
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from dcmfnet.blocks import resize_to
-from dcmfnet.command_line import InputError
 from dcmfnet.data.build import max_tokens_for
 from dcmfnet.data.transforms import ReferringTransform
-from dcmfnet.evaluate import load_model_from_checkpoint
+from dcmfnet.devices import resolve_device
+from dcmfnet.errors import InputError
 from dcmfnet.images import BACKGROUND, DEFAULT_MAX_PIXELS, image_from_array, image_from_pil, read_image
+from dcmfnet.loading import load_model_from_checkpoint
 from dcmfnet.metrics import masks_from_logits
-from dcmfnet.model import DCMFNet
+from dcmfnet.model import DCMFNet, DCMFNetOutput
 from dcmfnet.precision import autocast
+from dcmfnet.pretrained import load_pretrained
 
-__all__ = ["ImageInput", "Segmentation", "Segmenter", "resolve_device"]
+__all__ = [
+    "ImageInput",
+    "Segmentation",
+    "Segmenter",
+    "check_expressions",
+    "predict_logits",
+    "predict_masks",
+    "resolve_device",
+]
 
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 """What :meth:`Segmenter.segment` accepts as an image: a file path, a PIL image, or an ``(H, W)``,
@@ -68,11 +80,58 @@ class Segmentation:
     warnings: tuple[str, ...] = ()
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"``: CUDA when available, else the CPU; anything else as :class:`torch.device` reads it."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    expressions: Sequence[str],
+    *,
+    max_tokens: int,
+    precision: str = "fp32",
+    return_intermediates: bool = False,
+) -> tuple[torch.Tensor, DCMFNetOutput | None]:
+    """One forward of ``model`` (in eval mode) on model-size images and their expressions.
+
+    Args:
+        model: A :class:`~dcmfnet.model.DCMFNet` (or its ``DistributedDataParallel`` wrapper).
+        images: ``(B, 3, H, W)`` normalised, at the model's input size.
+        expressions: ``B`` non-empty expressions.
+        max_tokens: Tokens per expression.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast).
+        return_intermediates: Also return the :class:`~dcmfnet.model.DCMFNetOutput` (Fig. 6/7 maps).
+
+    Returns:
+        ``(logits, output)``: float32 logits ``(B, 1, H, W)``; the output, or ``None``.
+
+    Raises:
+        InputError: An empty expression.
+    """
+    texts = check_expressions(list(expressions))
+    device = next(model.parameters()).device
+    text = {key: value.to(device) for key, value in _unwrap(model).tokenize(texts, max_tokens).items()}
+    with autocast(device, precision):
+        result = model(images.to(device), text, return_intermediates=return_intermediates)
+    output = result if return_intermediates else None
+    logits = result.logits if return_intermediates else result
+    return logits.float(), output
+
+
+def predict_masks(
+    model: nn.Module,
+    images: torch.Tensor,
+    expressions: Sequence[str],
+    sizes: Sequence[tuple[int, int]],
+    *,
+    max_tokens: int,
+    precision: str = "fp32",
+) -> list[torch.Tensor]:
+    """Boolean masks at the given original sizes, on the CPU (see :func:`predict_logits`)."""
+    logits, _ = predict_logits(model, images, expressions, max_tokens=max_tokens, precision=precision)
+    return [mask.cpu() for mask in masks_from_logits(logits, sizes)]
 
 
 class Segmenter:
@@ -117,9 +176,7 @@ class Segmenter:
 
         ``options`` go to the constructor (``precision``, ``max_pixels``, ``background``).
         """
-        model = DCMFNet.from_pretrained(name_or_path)
-        config = model.pretrained_config
-        assert config is not None  # from_pretrained sets it
+        model, config = load_pretrained(name_or_path)
         settings = {"image_size": config.image_size, "max_tokens": config.max_tokens, "precision": config.precision}
         return cls(model, device=device, **{**settings, **options})
 
@@ -141,7 +198,7 @@ class Segmenter:
 
         Raises:
             dcmfnet.images.ImageReadError: A file that does not exist or cannot be decoded (named).
-            dcmfnet.command_line.InputError: An image over the pixel cap, an array of a bad shape.
+            dcmfnet.errors.InputError: An image over the pixel cap, an array of a bad shape.
             TypeError: Another type of input.
         """
         options = {"max_pixels": self.max_pixels, "background": self.background}
@@ -187,19 +244,18 @@ class Segmenter:
             A :class:`Segmentation` for one expression, a list of them for a list.
 
         Raises:
-            dcmfnet.command_line.InputError: An empty expression or list, an image over the pixel cap.
+            dcmfnet.errors.InputError: An empty expression or list, an image over the pixel cap.
             dcmfnet.images.ImageReadError: An image file that does not exist or cannot be decoded.
         """
-        texts = _check_expressions(expressions)
+        texts = check_expressions(expressions)
         rgb = self.load_image(image)
         size = rgb.shape[:2]
         pixels, _, _ = self.transform(rgb, np.zeros(size, dtype=bool), "")
-        images = pixels[None].expand(len(texts), -1, -1, -1).to(self.device)
-        text = {key: value.to(self.device) for key, value in self.model.tokenize(texts, self.max_tokens).items()}
-        with autocast(self.device, self.precision):
-            output = self.model(images, text, return_intermediates=True) if return_maps else None
-            logits = output.logits if output is not None else self.model(images, text)
-        logits = logits.float()
+        images = pixels[None].expand(len(texts), -1, -1, -1)
+        logits, output = predict_logits(
+            self.model, images, texts, max_tokens=self.max_tokens, precision=self.precision,
+            return_intermediates=return_maps,
+        )  # fmt: skip
         masks = masks_from_logits(logits, [size] * len(texts))
         probabilities = torch.sigmoid(resize_to(logits, size))[:, 0].cpu().numpy() if return_probabilities else None
         warnings = self.model.text_encoder.token_warnings(texts, self.max_tokens)
@@ -219,7 +275,7 @@ class Segmenter:
         return results[0] if isinstance(expressions, str) else results
 
 
-def _check_expressions(expressions: str | Sequence[str]) -> list[str]:
+def check_expressions(expressions: str | Sequence[str]) -> list[str]:
     """The expressions as a list; an empty list or an empty expression is an :class:`InputError`."""
     texts = [expressions] if isinstance(expressions, str) else list(expressions)
     if not texts:

@@ -23,22 +23,16 @@ disabled IGF becomes :class:`~dcmfnet.blocks.NoFusion`), so
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
+from typing import Any, Literal, NamedTuple, overload
 
 import torch
-from huggingface_hub import ModelHubMixin
 from torch import Tensor, nn
 
 from dcmfnet.backbones import VisionBackbone
 from dcmfnet.blocks import ConvBN, resize_to
 from dcmfnet.text_encoders import TextEncoder
 from igf import IGFOutput, IterativeGatedFusion
-
-if TYPE_CHECKING:
-    from dcmfnet.pretrained import PretrainedConfig
 
 __all__ = ["FUSION_SITES", "DCMFNet", "DCMFNetOutput"]
 
@@ -85,13 +79,7 @@ class DCMFNetOutput(NamedTuple):
         return {"LGVE-1": self.e4, "LGVE-2": self.e_enc, "MLFF": self.e_dec}
 
 
-class DCMFNet(
-    nn.Module,
-    ModelHubMixin,
-    library_name="dcmfnet",
-    pipeline_tag="image-segmentation",
-    tags=["referring-image-segmentation", "igf"],
-):
+class DCMFNet(nn.Module):
     """Deep Cross-Modal Fusion Network (paper Fig. 2).
 
     Args:
@@ -108,7 +96,7 @@ class DCMFNet(
             at its own resolution and resizes it to ``V1``'s size itself.
         head: ``decoder_channels`` -> one logit map.
 
-    ``M`` is built from ``E2`` where Eq. 5 (SPEC §2) writes ``V2``. The two are the
+    ``M`` is built from ``E2`` where Eq. 5 (paper §3.2) writes ``V2``. The two are the
     same map except in the ``lgve1="e2_e3_e4"`` ablation, where this uses the
     language-fused ``E2``, the map stage 3 sees, rather than the raw ``V2``.
 
@@ -130,12 +118,9 @@ class DCMFNet(
         ValueError: Images not ``(B, 3, H, W)``, a spatial size that is not a multiple of
             ``backbone.size_multiple``, text of another batch size or shape.
 
-    Saving and loading (huggingface_hub's ``ModelHubMixin``): :meth:`save_pretrained` writes a
-    folder that :meth:`from_pretrained` rebuilds offline (see :mod:`dcmfnet.pretrained`).
+    The model knows no files: :mod:`dcmfnet.pretrained`, beside the builder, saves and loads it
+    (:func:`~dcmfnet.pretrained.save_pretrained`, :func:`~dcmfnet.pretrained.load_pretrained`).
     """
-
-    pretrained_config: PretrainedConfig | None = None
-    """Input size, token budget and architecture: set by :meth:`from_pretrained`, needed by :meth:`save_pretrained`."""
 
     def __init__(
         self,
@@ -230,58 +215,6 @@ class DCMFNet(
             ``{"input_ids": (B, max_length) long, "attention_mask": (B, max_length) long}``.
         """
         return self.text_encoder.tokenize(texts, max_length)
-
-    def save_pretrained(  # type: ignore[override]
-        self, save_directory: str | os.PathLike[str], *, config: PretrainedConfig | None = None, **options: Any
-    ) -> str | None:
-        """Write ``config.json``, ``model.safetensors`` (and a Hugging Face tokenizer) into ``save_directory``.
-
-        Args:
-            save_directory: The folder (created).
-            config: Architecture, input size and token budget; default: :attr:`pretrained_config`.
-            options: Passed to ``ModelHubMixin.save_pretrained`` (``push_to_hub``, ``repo_id`` …).
-
-        Raises:
-            ValueError: No config given and none remembered.
-        """
-        from dcmfnet.pretrained import PretrainedConfig
-
-        if isinstance(config, PretrainedConfig):  # push_to_hub passes the mixin's own dict: ignored
-            self.pretrained_config = config
-        if self.pretrained_config is None:
-            raise ValueError("save_pretrained needs config=PretrainedConfig(model=..., image_size=..., max_tokens=...)")
-        return super().save_pretrained(save_directory, **options)
-
-    def _save_pretrained(self, save_directory: Path) -> None:
-        from dcmfnet.pretrained import write_pretrained
-
-        assert self.pretrained_config is not None
-        write_pretrained(self, save_directory, self.pretrained_config)
-
-    @classmethod
-    def from_pretrained(  # type: ignore[override]
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike[str],
-        *,
-        map_location: str | torch.device = "cpu",
-        **hub_options: Any,
-    ) -> DCMFNet:
-        """Rebuild a model from a folder written by :meth:`save_pretrained` (or ``dcmfnet export``), offline.
-
-        Every file's sha256 is checked first. A hub repository id ``owner/name`` is downloaded with
-        ``huggingface_hub`` where the network allows (``hub_options``: ``revision``, ``token`` …).
-
-        Returns:
-            The model in eval mode, with :attr:`pretrained_config` set.
-
-        Raises:
-            FileNotFoundError: No such folder or repository.
-            dcmfnet.pretrained.PretrainedError: A damaged, edited or missing file (named in the message).
-        """
-        from dcmfnet.pretrained import load_pretrained, pretrained_directory
-
-        directory = pretrained_directory(pretrained_model_name_or_path, **hub_options)
-        return load_pretrained(directory, map_location=map_location)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters split for the paper's two learning rates.

@@ -1,53 +1,40 @@
-"""Parameter counts, FLOPs, training memory and CPU step time of the DCMFNet configs.
+"""Parameter counts, FLOPs, training memory and CPU step time of the DCMFNet configs (``dcmfnet stats``).
 
-Usage::
+Training memory (:func:`training_memory`): parameter, gradient and Adam-state bytes, and the
+activations saved for backward (``torch.autograd.graph.saved_tensors_hooks``, unique storages,
+parameters excluded; see docs/guides/reproducing.rst, "The saved-activation measurement") by module,
+measured on the CPU in one training forward at a small batch (default 1), then scaled linearly to
+the target batch (default 6): every saved activation of these models is per sample (BatchNorm in
+training mode keeps per-batch statistics, not per-sample tensors). Each is measured in fp32 and
+under bf16 autocast, with the IGF step written as separate PyTorch operations (``fused=False``:
+autograd saves every intermediate), the fused step (default), and the fused step with IGF
+checkpointing. Under bf16 autocast the bf16 copies of the weights that autograd saves do not grow
+with the batch: they are counted once, apart. The predicted training peak is parameters + gradients
++ Adam state + saved activations + saved weight copies + the largest transient, taken as two batch-6
+copies of the largest saved storage (the gradient of a layer's output and of its input, alive
+together in backward).
 
-    dcmfnet stats                 # paper configs at 480x480 and the CPU config
-    dcmfnet stats --skip-paper    # CPU config only
-    dcmfnet stats --memory        # also the paper configs' training memory at batch 6 (a few minutes)
-
-Training memory (``--memory``): parameter, gradient and Adam-state bytes, and the
-activations saved for backward (SPEC §6: ``torch.autograd.graph.saved_tensors_hooks``,
-unique storages, parameters excluded) by module, measured on the CPU in one training
-forward at ``--memory-batch`` (default 1) and ``--size``, then scaled linearly to
-``--target-batch`` (default 6): every saved activation of these models is per sample
-(BatchNorm in training mode keeps per-batch statistics, not per-sample tensors). Each
-is measured in fp32 and under bf16 autocast, with the plain IGF step (``fused=False``),
-the fused one (default) and the fused one with IGF checkpointing. Under bf16
-autocast the bf16 copies of the weights that autograd saves do not grow with the batch:
-they are counted once, apart. The predicted training peak is parameters + gradients +
-Adam state + saved activations + saved weight copies + the largest transient, taken as
-two batch-6 copies of the largest saved storage (the gradient of a layer's output and
-of its input, alive together in backward).
-
-The paper models are built on the meta device (no memory, no weights) with a
-randomly initialised BERT-base built from ``BertConfig()`` (nothing is
-downloaded); their FLOPs are counted with ``torch.utils.flop_counter`` on meta
-tensors, except BERT's, which are counted on the CPU because Hugging Face's
-mask code reads tensor values. FLOPs count a multiply-add as 2 and cover
+The paper models are built on the meta device (no memory, no weights) with a randomly initialised
+BERT-base (:func:`~dcmfnet.text_encoders.random_bert_base`, nothing is downloaded); their FLOPs are
+counted with ``torch.utils.flop_counter`` on meta tensors, except BERT's, which are counted on the
+CPU because Hugging Face's mask code reads tensor values. FLOPs count a multiply-add as 2 and cover
 convolutions and matrix products (what ``FlopCounterMode`` counts).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import statistics
-import sys
 import time
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dcmfnet.command_line import run_command
 from dcmfnet.config import build_model, load_model_config
 from dcmfnet.model import DCMFNet
-from dcmfnet.text_encoders import HFTextEncoder, TextEncoder
+from dcmfnet.precision import autocast
+from dcmfnet.text_encoders import TextEncoder, random_bert_base
 from igf import IterativeGatedFusion
 from igf.saved_activations import record_saved
 
@@ -82,16 +69,13 @@ def forward_flops(model: nn.Module, *args: object) -> int:
 
 def paper_stats(config: str, *, size: int, tokens: int) -> dict[str, float]:
     """Parameters and forward FLOPs of a paper config with a random BERT-base, batch 1 at ``size x size``."""
-    from transformers import BertConfig, BertModel
-
     cfg = load_model_config(config)
     # BERT-base on the CPU for its FLOPs, and a meta copy inside the meta model for the counts.
-    torch.manual_seed(0)
-    bert = HFTextEncoder(BertModel(BertConfig(), add_pooling_layer=False))
+    bert = random_bert_base()
     ids = torch.randint(1000, 2000, (1, tokens))
     text_flops = forward_flops(bert, ids, torch.ones_like(ids))
     with torch.device("meta"):
-        meta_bert = HFTextEncoder(BertModel(BertConfig(), add_pooling_layer=False))
+        meta_bert = random_bert_base(seed=None)
     model = build_model(cfg, text_encoder=_ZeroSentence(meta_bert), device="meta")
     images = torch.empty(1, 3, size, size, device="meta")
     text = {"input_ids": ids.to("meta"), "attention_mask": torch.ones_like(ids, device="meta")}
@@ -109,16 +93,13 @@ def paper_stats(config: str, *, size: int, tokens: int) -> dict[str, float]:
 
 def _random_bert_model(config: str) -> DCMFNet:
     """A paper config with a randomly initialised BERT-base (nothing is downloaded), on the CPU."""
-    from transformers import BertConfig, BertModel
-
     cfg = load_model_config(config)
-    torch.manual_seed(0)
-    bert = HFTextEncoder(BertModel(BertConfig(), add_pooling_layer=False), pooling=cfg.text_pooling)
-    return build_model(cfg, text_encoder=bert)
+    return build_model(cfg, text_encoder=random_bert_base(pooling=cfg.text_pooling))
 
 
 def set_igf_options(model: nn.Module, *, fused: bool, checkpoint: bool) -> None:
-    """Switch every IGF of ``model`` (and its fusion units and gates) to the fused/plain step and (no) checkpointing."""
+    """Switch every IGF of ``model`` (and its fusion units and gates) to the fused step or the one written as
+    separate PyTorch operations (``fused=False``), with or without checkpointing."""
     for module in model.modules():
         if isinstance(module, IterativeGatedFusion):
             module.checkpoint = checkpoint
@@ -140,8 +121,11 @@ def saved_activations(
     images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     ids = torch.randint(1000, 2000, (batch, tokens), generator=torch.Generator().manual_seed(1))
     text = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    context = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    with torch.enable_grad(), context, record_saved(model, _module_labels(model)) as saved:
+    with (
+        torch.enable_grad(),
+        autocast(torch.device("cpu"), precision),
+        record_saved(model, _module_labels(model)) as saved,
+    ):
         model(images, text)
     return saved.per_owner(), max(saved.by_storage.values(), default=0), sum(saved.weight_copies.values())
 
@@ -181,7 +165,8 @@ def training_memory(config: str, *, size: int, batch: int, target_batch: int, to
     return rows
 
 
-def _memory_lines(rows: list[dict[str, Any]], size: int, target_batch: int, batch: int) -> list[str]:
+def memory_table(rows: list[dict[str, Any]], size: int, target_batch: int, batch: int) -> list[str]:
+    """The markdown lines of one config's :func:`training_memory` rows."""
     first = rows[0]
     lines = [
         f"{first['config']} at {target_batch}x3x{size}x{size} (activations measured at batch {batch}, scaled): "
@@ -224,65 +209,3 @@ def cpu_step_time(
         model.zero_grad(set_to_none=True)
     times = times[2:]  # warm-up
     return statistics.median(times), min(times), flops
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``stats`` subcommand's arguments."""
-    parser.add_argument("--skip-paper", action="store_true", help="only the CPU config")
-    parser.add_argument("--size", type=int, default=480, help="paper input size")
-    parser.add_argument("--cpu-size", type=int, default=64, help="CPU config input size")
-    parser.add_argument("--batch", type=int, default=8, help="CPU config batch size")
-    parser.add_argument("--steps", type=int, default=10, help="timed CPU steps")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
-    parser.add_argument("--memory", action="store_true", help="training memory of the paper configs (slow)")
-    parser.add_argument("--memory-batch", type=int, default=1, help="batch at which activations are measured")
-    parser.add_argument("--target-batch", type=int, default=6, help="batch the memory report is scaled to")
-    parser.add_argument("--memory-json", type=Path, default=None, help="also write the memory rows as JSON")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dcmfnet.model_stats``: the same as ``dcmfnet stats``."""
-    return run_command(__doc__, add_arguments, run, argv, prog="dcmfnet stats")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Print the statistics; returns the exit status."""
-
-    if not args.skip_paper:
-        for config in ("paper_resnet101.yaml", "paper_swin.yaml"):
-            stats = paper_stats(config, size=args.size, tokens=15)
-            print(
-                f"{config}: {stats['params'] / 1e6:.2f}M params (backbone {stats['params_backbone'] / 1e6:.2f}M, "
-                f"BERT-base {stats['params_text'] / 1e6:.2f}M, fusion+decoder "
-                f"{stats['params_fusion_and_decoder'] / 1e6:.2f}M); forward {stats['gflops']:.1f} GFLOPs at "
-                f"1x3x{args.size}x{args.size} with 15 tokens (BERT {stats['gflops_text']:.2f})"
-            )
-
-    if args.memory:
-        torch.set_num_threads(args.threads)
-        rows: list[dict[str, Any]] = []
-        for config in ("paper_resnet101", "paper_swin"):
-            config_rows = training_memory(
-                config, size=args.size, batch=args.memory_batch, target_batch=args.target_batch, tokens=15
-            )
-            print("\n".join(_memory_lines(config_rows, args.size, args.target_batch, args.memory_batch)), flush=True)
-            rows += config_rows
-        if args.memory_json is not None:
-            args.memory_json.write_text(json.dumps(rows, indent=1))
-
-    cfg = load_model_config("model_cpu")
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    median, best, flops = cpu_step_time(
-        model, batch=args.batch, size=args.cpu_size, tokens=8, steps=args.steps, threads=args.threads
-    )
-    print(
-        f"model_cpu.yaml: {count_parameters(model) / 1e6:.3f}M params; forward {flops / 1e9:.3f} GFLOPs at "
-        f"{args.batch}x3x{args.cpu_size}x{args.cpu_size}; forward+backward {median * 1e3:.0f} ms median "
-        f"({best * 1e3:.0f} ms best) over {args.steps} steps on {args.threads} CPU threads"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,13 +1,17 @@
 """Exported models: a folder with ``config.json`` and ``model.safetensors`` that rebuilds DCMFNet offline.
 
-Layout (what :meth:`DCMFNet.save_pretrained <dcmfnet.model.DCMFNet.save_pretrained>` writes)::
+This module is the loader beside the builder (timm's way): :func:`save_pretrained` writes a model
+and :func:`load_pretrained` rebuilds it with :func:`~dcmfnet.config.build_model`; the model class
+knows no files.
+
+Layout (what :func:`save_pretrained` writes)::
 
     config.json          format, the ModelConfig, input size, token budget, precision, the training
                          run's data/optim/train sections, and the sha256 of every other file
     model.safetensors    the weights (safetensors: tensors only, nothing to execute)
     text_encoder/        a Hugging Face text encoder's tokenizer files and architecture config
                          (the built-in word encoder's vocabulary is in config.json instead)
-    README.md            a model card (huggingface_hub's ModelHubMixin)
+    README.md            a model card (Hugging Face Hub metadata)
 
 What is trusted: nothing in the folder runs code. ``config.json`` is plain JSON; its own content
 hash (``config_sha256``, over the sorted JSON without that key) and the sha256 of every listed
@@ -25,11 +29,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from dcmfnet.config import ModelConfig, build_model
+from dcmfnet.errors import PretrainedError
 from dcmfnet.model import DCMFNet
 from dcmfnet.text_encoders import HFTextEncoder, TextEncoder
 
@@ -40,8 +45,10 @@ __all__ = [
     "WEIGHTS_NAME",
     "PretrainedConfig",
     "PretrainedError",
+    "PretrainedModel",
     "load_pretrained",
     "pretrained_directory",
+    "save_pretrained",
     "write_pretrained",
 ]
 
@@ -50,10 +57,6 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TEXT_ENCODER_DIR = "text_encoder"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class PretrainedError(OSError):
-    """An exported model folder is incomplete, damaged or of another format; the message names the file."""
 
 
 @dataclass
@@ -80,10 +83,56 @@ class PretrainedConfig:
         return {**dataclasses.asdict(self), "model": self.model.to_dict()}
 
 
+class PretrainedModel(NamedTuple):
+    """What :func:`load_pretrained` returns.
+
+    Attributes:
+        model: The network, in eval mode.
+        config: Its architecture, input size, token budget and training run (from ``config.json``).
+    """
+
+    model: DCMFNet
+    config: PretrainedConfig
+
+
+#: The model card's Hugging Face Hub metadata.
+_MODEL_CARD = """---
+library_name: dcmfnet
+pipeline_tag: image-segmentation
+tags:
+- referring-image-segmentation
+- igf
+---
+
+# DCMFNet
+
+A DCMFNet referring image segmentation model ({backbone} backbone, {text_encoder} text encoder,
+{image_size}x{image_size} input, {max_tokens} tokens per expression), written by `dcmfnet export`.
+Load it with `dcmfnet.pretrained.load_pretrained` or `dcmfnet.inference.Segmenter.from_pretrained`.
+"""
+
+
+def save_pretrained(model: DCMFNet, directory: str | Path, config: PretrainedConfig) -> Path:
+    """Write ``model`` into ``directory`` (created): :func:`write_pretrained`'s files and a model card ``README.md``.
+
+    Returns:
+        The folder written.
+    """
+    directory = write_pretrained(model, directory, config)
+    card = _MODEL_CARD.format(
+        backbone=config.model.backbone,
+        text_encoder=config.model.text_encoder,
+        image_size=config.image_size,
+        max_tokens=config.max_tokens,
+    )
+    (directory / "README.md").write_text(card, encoding="utf-8")
+    return directory
+
+
 def write_pretrained(model: DCMFNet, directory: str | Path, config: PretrainedConfig) -> Path:
     """Write ``model`` and ``config`` into ``directory`` (created): weights, tokenizer files, ``config.json``.
 
-    Use :meth:`DCMFNet.save_pretrained <dcmfnet.model.DCMFNet.save_pretrained>`, which also writes a model card.
+    Use :func:`save_pretrained`, which also writes a model card.
     """
     from safetensors.torch import save_model
 
@@ -111,14 +160,26 @@ def write_pretrained(model: DCMFNet, directory: str | Path, config: PretrainedCo
     return directory
 
 
-def load_pretrained(directory: str | Path, *, map_location: str | torch.device = "cpu") -> DCMFNet:
-    """Rebuild the model of an exported folder, after checking every file's hash (eval mode).
+def load_pretrained(
+    name_or_path: str | Path, *, map_location: str | torch.device = "cpu", **hub_options: Any
+) -> PretrainedModel:
+    """Rebuild the model of an exported folder, after checking every file's hash (eval mode), offline.
+
+    Args:
+        name_or_path: A folder written by :func:`save_pretrained` (or ``dcmfnet export``), or a Hugging
+            Face Hub repository id ``owner/name``, downloaded where the network allows.
+        map_location: The device of the returned model.
+        hub_options: Passed to :func:`pretrained_directory` (``revision``, ``token``, ``local_files_only`` …).
+
+    Returns:
+        The model in eval mode and its :class:`PretrainedConfig`.
 
     Raises:
-        FileNotFoundError: No such folder, or no ``config.json`` in it.
+        FileNotFoundError: No such folder or repository, or no ``config.json`` in it.
+        NotADirectoryError: A file was given (a training checkpoint).
         PretrainedError: A damaged, edited or missing file, or another format (the message names the file).
     """
-    directory = Path(directory)
+    directory = pretrained_directory(name_or_path, **hub_options)
     values = _read_config(directory / CONFIG_NAME)
     for name, expected in values["sha256"].items():
         path = directory / name
@@ -134,8 +195,7 @@ def load_pretrained(directory: str | Path, *, map_location: str | torch.device =
     text_encoder = _hf_text_encoder(directory / TEXT_ENCODER_DIR, cfg) if cfg.text_encoder != "word" else None
     model = build_model(cfg, text_encoder=text_encoder)
     _load_weights(model, directory / WEIGHTS_NAME)
-    model.pretrained_config = config
-    return model.to(map_location).eval()
+    return PretrainedModel(model.to(map_location).eval(), config)
 
 
 def pretrained_directory(name_or_path: str | Path, **hub_options: Any) -> Path:

@@ -37,6 +37,7 @@ __all__ = [
     "build_text_encoder",
     "minilm_encoder",
     "minilm_path",
+    "random_bert_base",
 ]
 
 TEXT_ENCODERS: tuple[str, ...] = ("bert", "minilm", "word")
@@ -274,6 +275,24 @@ def minilm_encoder(*, pooling: str = "mean", frozen: bool = False) -> HFTextEnco
         frozen: Freeze the encoder.
     """
     return HFTextEncoder.from_pretrained(minilm_path(), pooling=pooling, frozen=frozen, local_files_only=True)
+
+
+def random_bert_base(*, pooling: str = "cls", seed: int | None = 0) -> HFTextEncoder:
+    """A randomly initialised BERT-base (``transformers.BertConfig()``, no pooler, no tokenizer), nothing downloaded.
+
+    The stand-in for the paper's ``bert-base-uncased`` wherever only its shapes and cost matter
+    (``dcmfnet stats``, the benchmarks): same architecture, same parameter count and FLOPs. Build it
+    under ``with torch.device("meta"):`` for a copy without memory.
+
+    Args:
+        pooling: ``"cls"`` or ``"mean"``.
+        seed: Seeds torch's global generator first (``None``: leave it alone), for the same weights every time.
+    """
+    from transformers import BertConfig, BertModel  # as in HFTextEncoder.from_pretrained: transformers loads slowly
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    return HFTextEncoder(BertModel(BertConfig(), add_pooling_layer=False), pooling=pooling)
 
 
 class WordTextEncoder(TextEncoder):

@@ -31,6 +31,7 @@ from dcmfnet.config import ModelConfig
 from dcmfnet.configs import resolve_config
 from dcmfnet.data.config import DataConfig, SyntheticDataConfig
 from dcmfnet.data.expressions import KINDS as BENCHMARK_KINDS
+from dcmfnet.errors import ConfigError
 from dcmfnet.precision import PRECISIONS
 
 __all__ = [
@@ -47,10 +48,6 @@ __all__ = [
 
 DATASETS = ("synthetic", *BENCHMARK_KINDS, "refcoco", "refcoco+", "refcocog", "refclef")
 SCHEDULES = ("constant", "poly", "cosine")
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid (unknown key, wrong type, bad value)."""
 
 
 @dataclass

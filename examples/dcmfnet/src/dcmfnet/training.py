@@ -1,39 +1,33 @@
-"""Train DCMFNet: one process or ``torchrun``; resumable; last and best checkpoints.
+"""The training loop of DCMFNet: one process or ``torchrun``; resumable; last and best checkpoints.
 
-Usage::
+:func:`train` runs a :class:`~dcmfnet.train_config.RunConfig`; the ``dcmfnet train`` command
+(:mod:`dcmfnet.commands.train`) parses the command line into one. The output folder receives
+``last.pt`` (after every epoch, and on SIGINT/SIGTERM or when the time budget ends), ``best.pt``
+(best validation overall IoU), ``config.yaml`` (the resolved config), ``metrics.jsonl`` and
+``metrics.csv`` (one record per epoch), ``curves.png``, ``gallery.png`` and TensorBoard events
+when TensorBoard is installed.
 
-    dcmfnet train --config cpu_synthetic --output-dir runs/cpu
-    dcmfnet train --config FILE --output-dir DIR train.epochs=3 data.root=/data/refer
-    torchrun --nproc_per_node 2 -m dcmfnet.train --config FILE --output-dir DIR
-
-The output folder receives ``last.pt`` (after every epoch, and on SIGINT/SIGTERM or when the
-time budget ends), ``best.pt`` (best validation overall IoU), ``config.yaml`` (the resolved
-config), ``metrics.jsonl`` and ``metrics.csv`` (one record per epoch), ``curves.png``,
-``gallery.png`` and TensorBoard events when TensorBoard is installed.
-
-Running the same command again resumes from ``DIR/last.pt`` (``--resume never`` refuses to touch
-an existing run; ``--resume PATH`` resumes from another file). A checkpoint whose model, data or
-optimizer config differs from the run's is refused with the list of differences, and so is one
+Training again into the same folder resumes from ``DIR/last.pt`` (``resume="never"`` refuses to
+touch an existing run; ``resume=PATH`` resumes from another file). A checkpoint whose model, data
+or optimizer config differs from the run's is refused with the list of differences, and so is one
 written in the middle of an epoch by another number of processes.
 
 A NaN or infinite loss or gradient stops the run before the optimizer step, with the step, the
 batch's sample indices and what to try; no checkpoint is written then (``last.pt`` stays the last
-good one) and the command exits with status 1. ``train.skip_nonfinite=true`` skips such batches
-instead and logs how many (``skipped_batches``).
+good one) and :func:`train` raises :class:`NonFiniteError` (the command exits with status 1).
+``train.skip_nonfinite=true`` skips such batches instead and logs how many (``skipped_batches``).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import json
 import math
 import random
 import signal
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,10 +40,10 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from tqdm import tqdm
 
 from dcmfnet import distributed
 from dcmfnet.checkpoint import (
-    CheckpointError,
     capture_rng_state,
     config_differences,
     load_checkpoint,
@@ -57,17 +51,18 @@ from dcmfnet.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from dcmfnet.command_line import run_command
 from dcmfnet.config import build_model
 from dcmfnet.data.base import ReferringBatch, ReferringDataset, collate_referring
 from dcmfnet.data.build import build_dataset, max_tokens_for
-from dcmfnet.evaluate import evaluate_model, save_prediction_gallery
+from dcmfnet.errors import CheckpointError, ConfigError
+from dcmfnet.evaluation import evaluate_model, save_prediction_gallery
+from dcmfnet.logs import METRICS_FILE, append_json_line, read_metrics
 from dcmfnet.model import DCMFNet
 from dcmfnet.precision import autocast
-from dcmfnet.train_config import OptimConfig, RunConfig, config_to_dict, load_run_config
+from dcmfnet.train_config import OptimConfig, RunConfig, config_to_dict
 from dcmfnet.visualize import save_training_curves
 
-__all__ = ["LearningRateSchedule", "NonFiniteError", "TrainState", "main", "segmentation_loss", "train"]
+__all__ = ["LearningRateSchedule", "NonFiniteError", "TrainState", "seed_everything", "segmentation_loss", "train"]
 
 #: Config sections that must match between a checkpoint and the run resuming from it.
 _RESUME_MUST_MATCH = ("model", "data.dataset", "data.image_size", "data.split_by", "data.max_tokens", "optim")
@@ -164,7 +159,8 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, *, dice_weight:
     return loss
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (the trainer's order of draws starts here)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -182,9 +178,8 @@ def _build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimize
 
 
 def _write_logs(output_dir: Path, record: dict[str, Any], writer: Any) -> None:
-    with (output_dir / "metrics.jsonl").open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
-    records = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines() if line]
+    append_json_line(output_dir / METRICS_FILE, record)
+    records = read_metrics(output_dir)
     keys = list(dict.fromkeys(key for r in records for key in r))
     with (output_dir / "metrics.csv").open("w", newline="") as handle:
         table = csv.DictWriter(handle, fieldnames=keys)
@@ -328,7 +323,7 @@ class _Run:
 def _steps_per_epoch(cfg: RunConfig, sampler: DistributedSampler[Any]) -> int:
     batches = cfg.train.batch_size * cfg.train.grad_accum_steps
     if len(sampler) < batches:
-        raise ValueError(
+        raise ConfigError(
             f"an epoch has {len(sampler)} samples per process, fewer than batch_size x grad_accum_steps = {batches}"
         )
     return len(sampler) // batches
@@ -336,7 +331,7 @@ def _steps_per_epoch(cfg: RunConfig, sampler: DistributedSampler[Any]) -> int:
 
 def _build_run(cfg: RunConfig, output_dir: Path, context: distributed.DistributedContext, stop: _StopRequest) -> _Run:
     """Datasets, model, optimizer and schedule of a fresh run (seeded; nothing restored yet)."""
-    _seed_everything(cfg.train.seed + context.rank)
+    seed_everything(cfg.train.seed + context.rank)
     train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
     val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
     model = build_model(cfg.model).to(context.device)
@@ -610,7 +605,7 @@ def _stop_on_signal(run: _Run) -> dict[str, Any]:
 def _finish(run: _Run, reason: str) -> None:
     """Curves, prediction gallery and the closing line (rank 0); then wait for every rank."""
     if run.context.is_main:
-        records = [json.loads(line) for line in (run.output_dir / "metrics.jsonl").read_text().splitlines() if line]
+        records = read_metrics(run.output_dir) if (run.output_dir / METRICS_FILE).exists() else []
         if records:
             save_training_curves(run.output_dir / "curves.png", records)
         save_prediction_gallery(
@@ -698,8 +693,6 @@ class _ProgressBar:
         cfg, state = run.cfg, run.state
         self.bar: Any = None
         if run.context.is_main and cfg.train.progress_bar:
-            from tqdm import tqdm
-
             self.bar = tqdm(
                 total=run.batches_per_epoch, initial=state.epoch_batches, unit="batch", dynamic_ncols=True,
                 desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", leave=True,
@@ -731,33 +724,3 @@ class _ProgressBar:
         """Close the bar."""
         if self.bar is not None:
             self.bar.close()
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``train`` subcommand's arguments; ``key=value`` overrides may follow anywhere."""
-    parser.add_argument("--config", required=True, help="shipped config name (cpu_synthetic) or YAML file")
-    parser.add_argument("--output-dir", required=True, help="folder for checkpoints, logs and figures")
-    parser.add_argument("--resume", default="auto", help="auto (default), never, or a checkpoint path")
-    parser.epilog = "Config overrides: key=value anywhere on the line (e.g. train.epochs=3)."
-
-
-def run(args: argparse.Namespace) -> int:
-    """Train with the parsed arguments; returns the exit status."""
-    cfg = load_run_config(args.config, args.overrides)
-    try:
-        train(cfg, args.output_dir, resume=args.resume)
-    except NonFiniteError as error:
-        if getattr(args, "debug", False):
-            raise
-        print(f"dcmfnet train: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dcmfnet.train``: the same as ``dcmfnet train``."""
-    return run_command(__doc__, add_arguments, run, argv, prog="dcmfnet train")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,7 +4,9 @@
 - :mod:`~dcmfnet.ablations.runner`: trains and evaluates the runs in subprocesses.
 - :mod:`~dcmfnet.ablations.records`: ``runs.jsonl``, one record per run.
 - :mod:`~dcmfnet.ablations.statistics`: Student-t intervals and paired differences.
+- :mod:`~dcmfnet.ablations.summary`: each row over its seeds (mean, CI, paired difference).
 - :mod:`~dcmfnet.ablations.report` and :mod:`~dcmfnet.ablations.plots`: markdown tables and figures.
 - :mod:`~dcmfnet.ablations.diagnose`: a row beside the full model (loss curves, gradients and scales at init).
-- :mod:`~dcmfnet.ablations.command`: the ``dcmfnet ablate`` subcommand.
+
+The ``dcmfnet ablate`` subcommand is :mod:`dcmfnet.commands.ablate`.
 """

@@ -25,13 +25,18 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data.distributed import DistributedSampler
 
-from dcmfnet.ablations.records import RUNS_FILE, read_json_lines, read_records
+from dcmfnet.ablations.records import RUNS_FILE, read_records
 from dcmfnet.ablations.runner import RunSpec
 from dcmfnet.ablations.tables import FULL_KEY, rows_by_key
-from dcmfnet.command_line import InputError
+from dcmfnet.config import build_model
 from dcmfnet.data.base import ReferringBatch, ReferringDataset, collate_referring
+from dcmfnet.data.build import build_dataset, max_tokens_for
+from dcmfnet.errors import InputError
+from dcmfnet.logs import read_metrics
 from dcmfnet.model import DCMFNet, DCMFNetOutput
-from dcmfnet.train_config import RunConfig
+from dcmfnet.precision import autocast
+from dcmfnet.train_config import RunConfig, load_run_config
+from dcmfnet.training import seed_everything, segmentation_loss
 from igf import IterativeGatedFusion
 
 __all__ = ["InitDiagnostics", "LossPoint", "ModuleStats", "SiteScales", "diagnose", "init_diagnostics", "loss_curves"]
@@ -119,14 +124,12 @@ def loss_curves(output_dir: str | Path, run_ids: Iterable[str]) -> dict[str, lis
     Raises:
         InputError: A run has no ``metrics.jsonl``, or a line is not a JSON object with a ``step``.
     """
-    return {run_id: _read_points(Path(output_dir) / "runs" / run_id / "metrics.jsonl") for run_id in run_ids}
+    return {run_id: _read_points(Path(output_dir) / "runs" / run_id) for run_id in run_ids}
 
 
-def _read_points(path: Path) -> list[LossPoint]:
-    if not path.is_file():
-        raise InputError(f"no training log {path}")
+def _read_points(run_dir: Path) -> list[LossPoint]:
     points = []
-    for entry in read_json_lines(path, "step"):
+    for entry in read_metrics(run_dir):
         if "train_loss" in entry:
             iou = None if entry.get("val_overall_iou") is None else float(entry["val_overall_iou"])
             points.append(LossPoint(int(entry["step"]), float(entry["train_loss"]), iou))
@@ -153,16 +156,11 @@ def init_diagnostics(
     Raises:
         InputError: ``batch_size`` is not between 1 and the size of the train split.
     """
-    from dcmfnet.config import build_model
-    from dcmfnet.data.build import build_dataset
-    from dcmfnet.train import _seed_everything
-    from dcmfnet.train_config import load_run_config
-
     cfg = load_run_config(config, [*overrides, f"train.seed={seed}"])
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     # the trainer's order: seed, datasets, model (the same initial weights)
-    _seed_everything(cfg.train.seed)
+    seed_everything(cfg.train.seed)
     train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
     build_dataset(cfg.data, cfg.data.val_split, train=False)
     model = build_model(cfg.model).to(device)
@@ -202,10 +200,6 @@ def _loss_and_gradients(
     model: DCMFNet, batch: ReferringBatch, cfg: RunConfig, device: torch.device
 ) -> tuple[float, DCMFNetOutput]:
     """The trainer's forward, loss and backward (paper §4.1), keeping every ``F_t`` and ``G_t``."""
-    from dcmfnet.data.build import max_tokens_for
-    from dcmfnet.precision import autocast
-    from dcmfnet.train import segmentation_loss
-
     images, masks = batch.images.to(device), batch.masks.to(device)
     text = {k: v.to(device) for k, v in model.tokenize(batch.expressions, max_tokens_for(cfg.data)).items()}
     with autocast(device, cfg.train.precision):

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from dcmfnet.ablations.summary import RowResult
 from dcmfnet.ablations.tables import Table
-
-if TYPE_CHECKING:
-    from dcmfnet.ablations.report import RowResult
 
 __all__ = ["plot_table"]
 
@@ -26,6 +23,8 @@ def _errorbar(interval_half_width: float | None) -> float:
 
 def plot_table(table: Table, results: Sequence[RowResult], split: str, path: Path) -> Path:
     """Save the figure of ``table`` to ``path`` (PNG) and return ``path``."""
+    # deferred: matplotlib takes a second to import; reading and tabulating runs (dcmfnet ablate --dry-run,
+    # runs.jsonl) never needs it
     import matplotlib
 
     matplotlib.use("Agg")

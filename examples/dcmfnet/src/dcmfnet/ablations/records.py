@@ -1,8 +1,9 @@
 """``runs.jsonl``: one JSON record per finished ablation run, appended as runs finish.
 
 A record holds what identifies the run (``run_id``, ``row``, ``table``, ``seed``, the overrides,
-``steps``, ``config``, ``dataset``) and what it measured (``metrics`` per split with the SPEC §3
-keys, ``parameters``, ``steps_per_second``, ``train_seconds``, ``wall_seconds``, ``resumed``, ``commit``).
+``steps``, ``config``, ``dataset``) and what it measured (``metrics`` per split with the keys of
+:data:`dcmfnet.ablations.runner.METRIC_KEYS`, ``parameters``, ``steps_per_second``,
+``train_seconds``, ``wall_seconds``, ``resumed``, ``commit``).
 ``train_seconds`` is the trainer's own clock over the whole run; ``wall_seconds`` (training and
 evaluation) covers only the invocation that finished the run, which for a ``resumed`` run (one that
 continued from its ``last.pt``) is not the whole run.
@@ -10,13 +11,13 @@ continued from its ``last.pt``) is not the whole run.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from dcmfnet.command_line import InputError
+from dcmfnet.errors import InputError
+from dcmfnet.logs import append_json_line, read_json_lines
 
-__all__ = ["RUNS_FILE", "SETTINGS", "append_record", "check_same_settings", "read_json_lines", "read_records"]
+__all__ = ["RUNS_FILE", "SETTINGS", "append_record", "check_same_settings", "read_records"]
 
 RUNS_FILE = "runs.jsonl"
 #: Record fields that every run of one output folder shares (runs are compared at equal settings).
@@ -35,30 +36,9 @@ def read_records(output_dir: str | Path) -> list[dict[str, Any]]:
     return read_json_lines(path, "run_id")
 
 
-def read_json_lines(path: Path, required_key: str) -> list[dict[str, Any]]:
-    """The JSON objects of a JSON-lines file, blank lines skipped, each checked to hold ``required_key``.
-
-    Raises:
-        InputError: A line that is not JSON or not an object with ``required_key``.
-    """
-    entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(f"{path} line {number} is not JSON ({error.msg})") from None
-        if not isinstance(entry, dict) or required_key not in entry:
-            raise InputError(f"{path} line {number}: expected a JSON object with a {required_key}, got {line[:80]!r}")
-        entries.append(entry)
-    return entries
-
-
 def append_record(output_dir: str | Path, record: dict[str, Any]) -> None:
     """Append ``record`` as one line of ``output_dir/runs.jsonl``."""
-    with (Path(output_dir) / RUNS_FILE).open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, sort_keys=True) + "\n")
+    append_json_line(Path(output_dir) / RUNS_FILE, record, sort_keys=True)
 
 
 def check_same_settings(records: list[dict[str, Any]], settings: dict[str, Any], where: str | Path) -> None:

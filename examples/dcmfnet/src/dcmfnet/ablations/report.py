@@ -1,4 +1,4 @@
-"""Markdown tables and plots of the ablation runs, beside the paper's numbers (SPEC §5).
+"""Markdown tables and plots of the ablation runs, beside the paper's numbers (Tables 2, 4, 5, 6).
 
 Per paper table, ``tableN.md`` has per row the mean ± 95% CI over seeds of every metric on the
 main split (the first evaluated, ``val``), the paper's value beside it, the paired difference to
@@ -11,65 +11,21 @@ Table 6) and the paired differences beside the paper's.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dcmfnet.ablations.plots import plot_table
 from dcmfnet.ablations.records import SETTINGS, read_records
 from dcmfnet.ablations.runner import METRIC_KEYS
-from dcmfnet.ablations.statistics import Interval, mean_interval, paired_difference, verdict
+from dcmfnet.ablations.statistics import Interval, verdict
+from dcmfnet.ablations.summary import RowResult, summarize
 from dcmfnet.ablations.tables import FULL_KEY, TABLES, Row, Table
-from dcmfnet.command_line import InputError
+from dcmfnet.errors import InputError
 
-__all__ = ["RowResult", "summarize", "table_markdown", "write_reports"]
+__all__ = ["table_markdown", "write_reports"]
 
 _NAMES = {"overall_iou": "overall IoU", "mean_iou": "mean IoU", **{f"precision@{t}": f"Prec@{t}" for t in
           ("0.5", "0.6", "0.7", "0.8", "0.9")}}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class RowResult:
-    """One row's runs, summarised.
-
-    Attributes:
-        row: The table row.
-        seeds: The seeds recorded for it.
-        parameters: Its parameter count (None without runs).
-        metrics: Split → metric → mean and CI over seeds (fractions, not percent).
-        differences: Split → paired difference of overall IoU to the full model (None for the full model).
-    """
-
-    row: Row
-    seeds: tuple[int, ...]
-    parameters: int | None
-    metrics: dict[str, dict[str, Interval]]
-    differences: dict[str, Interval | None]
-
-
-def summarize(table: Table, records: Sequence[dict[str, Any]], splits: Sequence[str]) -> list[RowResult]:
-    """The results of every row of ``table`` (rows without a record included, empty)."""
-    by_row: dict[str, dict[int, dict[str, Any]]] = {}
-    for record in records:
-        by_row.setdefault(record["row"], {})[int(record["seed"])] = record
-    full = by_row.get(FULL_KEY, {})
-    results = []
-    for row in table.rows:
-        runs = by_row.get(row.key, {})
-        metrics = {
-            split: {key: mean_interval([run["metrics"][split][key] for run in runs.values()]) for key in METRIC_KEYS}
-            for split in splits
-            if runs
-        }
-        differences = {
-            split: None if row.is_full else paired_difference(
-                {seed: run["metrics"][split]["overall_iou"] for seed, run in runs.items()},
-                {seed: run["metrics"][split]["overall_iou"] for seed, run in full.items()},
-            )
-            for split in splits
-        }  # fmt: skip
-        parameters = next((run.get("parameters") for run in runs.values()), None)
-        results.append(RowResult(row, tuple(sorted(runs)), parameters, metrics, differences))
-    return results
 
 
 def _percent(interval: Interval | None, *, signed: bool = False) -> str:
@@ -204,8 +160,6 @@ def write_reports(output_dir: str | Path, tables: Sequence[int] | None = None) -
     Raises:
         InputError: ``runs.jsonl`` is missing or empty.
     """
-    from dcmfnet.ablations.plots import plot_table
-
     output_dir = Path(output_dir)
     records = read_records(output_dir)
     if not records:

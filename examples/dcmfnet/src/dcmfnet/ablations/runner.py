@@ -24,7 +24,9 @@ from typing import Any
 
 from dcmfnet.ablations.records import append_record
 from dcmfnet.ablations.tables import TABLES, Row
-from dcmfnet.command_line import InputError
+from dcmfnet.errors import InputError
+from dcmfnet.loading import load_model_from_checkpoint
+from dcmfnet.model_stats import count_parameters
 
 __all__ = ["RunFailed", "RunSpec", "execute_run", "plan_runs", "run_all", "source_commit"]
 
@@ -220,9 +222,6 @@ def execute_run(
         InputError: The run folder holds a run of another spec.
         RunFailed: A subprocess failed, or training ended at another step than ``spec.steps``.
     """
-    from dcmfnet.evaluate import load_model_from_checkpoint
-    from dcmfnet.model_stats import count_parameters
-
     processes = processes or _Processes()
     run_dir = output_dir / "runs" / spec.run_id
     run_dir.mkdir(parents=True, exist_ok=True)

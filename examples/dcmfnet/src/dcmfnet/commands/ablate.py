@@ -33,11 +33,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from dcmfnet.ablations.diagnose import diagnose
 from dcmfnet.ablations.records import check_same_settings, read_records
 from dcmfnet.ablations.report import write_reports
 from dcmfnet.ablations.runner import METRIC_KEYS, RunSpec, plan_runs, run_all, source_commit
 from dcmfnet.ablations.tables import FULL_MODEL, TABLES, Row
-from dcmfnet.command_line import InputError, run_command
+from dcmfnet.commands.base import run_command
+from dcmfnet.errors import InputError
+from dcmfnet.train_config import load_run_config
 
 __all__ = ["DATASET_KINDS", "add_arguments", "main", "parse_seeds", "run"]
 
@@ -181,8 +184,6 @@ def _execute(specs: list[RunSpec], output_dir: Path, jobs: int, tables: Sequence
 
 
 def _run_tables(args: argparse.Namespace) -> int:
-    from dcmfnet.train_config import load_run_config
-
     if not (args.dataset or args.config):
         raise InputError("choose the data: --dataset KIND (a built-in benchmark) or --config FILE")
     if args.jobs < 1:
@@ -197,7 +198,7 @@ def _run_tables(args: argparse.Namespace) -> int:
                  if getattr(base.model, name) != value}  # fmt: skip
     if differing:
         print(f"[ablate] note: config {config} has {differing}; the tables' full model is {dict(FULL_MODEL)} "
-              "(SPEC §5), every run sets these switches itself", flush=True)  # fmt: skip
+              "(docs/guides/reproducing.rst), every run sets these switches itself", flush=True)  # fmt: skip
     seeds = args.seeds or DEFAULT_SEEDS
     specs = plan_runs(
         rows, parse_seeds(seeds), steps=steps, config=config, dataset=base.data.dataset,
@@ -256,8 +257,6 @@ def _run_only(args: argparse.Namespace) -> int:
 
 
 def _run_diagnose(args: argparse.Namespace) -> int:
-    from dcmfnet.ablations.diagnose import diagnose
-
     given = [name for name in ("table", "rows", "steps", "dataset", "config", "from_dir") if getattr(args, name)]
     if given or args.overrides:
         raise InputError(f"--diagnose uses the recorded runs' settings; drop {given or args.overrides}")
@@ -286,9 +285,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dcmfnet.ablations.command``: the same as ``dcmfnet ablate``."""
+    """The same as ``dcmfnet ablate``."""
     return run_command(__doc__, add_arguments, run, argv, prog="dcmfnet ablate")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

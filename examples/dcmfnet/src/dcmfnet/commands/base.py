@@ -1,8 +1,9 @@
 """What every ``dcmfnet`` subcommand shares: overrides anywhere on the line, one-line user errors.
 
-A subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``;
-:func:`run_command` parses and runs it (``python -m dcmfnet.train`` and the ``dcmfnet``
-console script both end here).
+A subcommand module defines ``add_arguments(parser)``, ``run(args) -> int`` and ``main(argv)``;
+:func:`run_command` parses and runs it (``python -m dcmfnet.train`` and the ``dcmfnet`` console
+script both end here). This is the only layer that knows argparse, prints for the user and picks
+exit codes: the modules below take typed arguments and raise typed errors.
 """
 
 from __future__ import annotations
@@ -11,7 +12,18 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-__all__ = ["is_user_error", "parse_with_overrides", "run_command", "run_parsed"]
+from dcmfnet.devices import DEVICE_CHOICES
+from dcmfnet.errors import is_user_error
+
+__all__ = [
+    "add_device_argument",
+    "add_model_arguments",
+    "is_user_error",
+    "parse_with_overrides",
+    "positive_int",
+    "run_command",
+    "run_parsed",
+]
 
 
 def parse_with_overrides(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
@@ -23,18 +35,6 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv: Sequence[str]) -
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = overrides
     return args
-
-
-def is_user_error(error: BaseException) -> bool:
-    """Whether ``error`` is the user's to fix (a file, a value, a config key) rather than a defect."""
-    from dcmfnet.checkpoint import CheckpointError
-    from dcmfnet.train_config import ConfigError
-
-    return isinstance(error, (OSError, ConfigError, CheckpointError, InputError))
-
-
-class InputError(ValueError):
-    """A user's input (an image, an expression, an option's value) cannot be used; the message says why."""
 
 
 def run_parsed(args: argparse.Namespace, run: Callable[[argparse.Namespace], int], prog: str) -> int:
@@ -62,3 +62,23 @@ def run_command(
     parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
     args = parse_with_overrides(parser, sys.argv[1:] if argv is None else argv)
     return run_parsed(args, run, parser.prog)
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an int of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model DIR`` or ``--checkpoint FILE`` (exactly one), for the commands that load a model."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", default=None, help="exported model folder (written by `dcmfnet export`)")
+    source.add_argument("--checkpoint", default=None, help="training checkpoint file (best.pt or last.pt)")
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device auto|cpu|cuda`` (auto: CUDA when available)."""
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default: %(default)s")

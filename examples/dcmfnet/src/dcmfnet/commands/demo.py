@@ -17,12 +17,13 @@ job and export it::
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 import torch
 
-from dcmfnet.command_line import InputError, run_command
+from dcmfnet.commands.base import add_device_argument, run_command
+from dcmfnet.errors import InputError
+from dcmfnet.inference import Segmenter
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -41,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--checkpoint", default=None, help="training checkpoint (best.pt or last.pt)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860, help="TCP port (default 7860)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_device_argument(parser)
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads of torch (default: torch's; 1 suits a busy machine)"
     )
@@ -50,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dcmfnet.demo_command``: the same as ``dcmfnet demo``."""
+    """The same as ``dcmfnet demo``."""
     return run_command(__doc__, add_arguments, run, argv, prog="dcmfnet demo")
 
 
@@ -59,10 +60,9 @@ def run(args: argparse.Namespace) -> int:
     if args.model is None and args.checkpoint is None:
         raise InputError(NO_MODEL)
     try:
-        from dcmfnet import demo
+        from dcmfnet import demo  # deferred: it imports Gradio, an optional dependency (dcmfnet[demo])
     except ImportError as error:
         raise InputError(f"the demo needs Gradio ({error}): pip install 'dcmfnet[demo]'") from error
-    from dcmfnet.inference import Segmenter
 
     if args.threads is not None:
         if args.threads < 1:
@@ -80,7 +80,3 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:  # the port is taken, or the address is not this machine's
         raise InputError(f"cannot serve on {args.host}:{args.port} ({error}); choose another --port") from error
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,23 +15,24 @@ argparse does for bad arguments; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
-from dcmfnet.command_line import parse_with_overrides, run_parsed
+from dcmfnet.commands import ablate, demo, evaluate, export, predict, stats, train
+from dcmfnet.commands.base import parse_with_overrides, run_parsed
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Subcommand → module; each module defines ``add_arguments(parser)`` and ``run(args) -> int``.
-COMMANDS = {
-    "train": "dcmfnet.train",
-    "evaluate": "dcmfnet.evaluate",
-    "predict": "dcmfnet.predict",
-    "export": "dcmfnet.export",
-    "stats": "dcmfnet.model_stats",
-    "demo": "dcmfnet.demo_command",
-    "ablate": "dcmfnet.ablations.command",
+COMMANDS: dict[str, ModuleType] = {
+    "train": train,
+    "evaluate": evaluate,
+    "predict": predict,
+    "export": export,
+    "stats": stats,
+    "demo": demo,
+    "ablate": ablate,
 }
 
 
@@ -41,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dcmfnet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
+    for name, module in COMMANDS.items():
         doc = (module.__doc__ or name).strip()
         sub = subparsers.add_parser(
             name, help=doc.splitlines()[0], description=doc, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -20,24 +20,24 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from dcmfnet.command_line import run_command
-from dcmfnet.evaluate import add_model_arguments
+from dcmfnet.commands.base import add_device_argument, add_model_arguments, run_command
 from dcmfnet.images import DEFAULT_MAX_PIXELS
 from dcmfnet.inference import Segmenter
 from dcmfnet.visualize import overlay_mask, save_feature_maps
 
-__all__ = ["load_segmenter", "main"]
+__all__ = ["add_arguments", "load_segmenter", "main", "run"]
 
 
-def load_segmenter(args: argparse.Namespace, **options: object) -> Segmenter:
+def load_segmenter(args: argparse.Namespace, **options: Any) -> Segmenter:
     """The :class:`~dcmfnet.inference.Segmenter` of ``--model`` or ``--checkpoint``."""
     if args.model is not None:
-        return Segmenter.from_pretrained(args.model, **options)  # type: ignore[arg-type]
-    return Segmenter.from_checkpoint(args.checkpoint, **options)  # type: ignore[arg-type]
+        return Segmenter.from_pretrained(args.model, **options)
+    return Segmenter.from_checkpoint(args.checkpoint, **options)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="PNG of the mask overlaid on the image")
     parser.add_argument("--maps", default=None, help="folder for the Fig. 6/7 feature maps")
     parser.add_argument("--mask-output", default=None, help="also save the binary mask as a PNG")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_device_argument(parser)
     parser.add_argument(
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default: %(default)s)"
     )
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Predict with the parsed arguments; returns the exit status."""
     segmenter = load_segmenter(args, device=args.device, max_pixels=args.max_pixels)
-    image = segmenter.load_image(args.image)
+    image = segmenter.load_image(args.image)  # read once: segment() takes the RGB array as it is
     result = segmenter.segment(image, args.expression, return_maps=args.maps is not None)
     for warning in result.warnings:
         print(f"dcmfnet predict: warning: {warning}", file=sys.stderr)
@@ -78,7 +78,3 @@ def run(args: argparse.Namespace) -> int:
         written = save_feature_maps(args.maps, image, result.stage_maps, result.fusion_maps)
         print(f"{len(written)} feature maps -> {args.maps}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -117,6 +117,10 @@ class ShuffledExpressions(Dataset[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.dataset.to_item(self.raw(index), index)
 
+    def to_item(self, sample: RawSample, index: int) -> dict[str, Any]:
+        """Turn a raw sample into tensors, as the wrapped dataset does."""
+        return self.dataset.to_item(sample, index)
+
     def raw(self, index: int) -> RawSample:
         """Return sample ``index`` with its shuffled expression."""
         sample = self.dataset.raw(index)

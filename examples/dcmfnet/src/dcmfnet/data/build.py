@@ -9,6 +9,7 @@ from dcmfnet.data.expressions import KINDS
 from dcmfnet.data.refer import MAX_TOKENS, ReferDataset
 from dcmfnet.data.synthetic import SyntheticReferring
 from dcmfnet.data.transforms import ReferringTransform
+from dcmfnet.errors import SplitError
 
 __all__ = ["BENCHMARK_MAX_TOKENS", "SYNTHETIC_MAX_TOKENS", "build_dataset", "max_tokens_for"]
 
@@ -35,6 +36,9 @@ def build_dataset(cfg: DataConfig, split: str, *, train: bool) -> ReferringDatas
         split: split name (``train``, ``val``, ``test``, ``testA`` …).
         train: enables the training augmentation (the left/right-swapping flip, if configured)
             and the ``max_train_samples`` cap; otherwise ``max_val_samples`` applies.
+
+    Raises:
+        SplitError: the dataset has no split ``split``.
     """
     transform = ReferringTransform(size=cfg.image_size, hflip_probability=cfg.hflip_probability if train else 0.0)
     limit = cfg.max_train_samples if train else cfg.max_val_samples
@@ -61,6 +65,7 @@ def build_dataset(cfg: DataConfig, split: str, *, train: bool) -> ReferringDatas
         image_dir=cfg.image_dir,
         transform=transform,
         max_samples=limit,
+        skip_unreadable=cfg.skip_unreadable,
     )
 
 
@@ -68,7 +73,7 @@ def _num_samples(options: SyntheticDataConfig | BenchmarkDataConfig, split: str,
     """Samples of a procedural split: its configured size, capped by ``limit``; unknown splits are an error."""
     sizes = {"train": options.train_samples, "val": options.val_samples, "test": options.test_samples}
     if split not in sizes:
-        raise ValueError(f"unknown split {split!r}; {name} has splits {sorted(sizes)}")
+        raise SplitError(f"unknown split {split!r}; {name} has splits {sorted(sizes)}")
     return sizes[split] if limit is None else min(sizes[split], limit)
 
 

@@ -16,12 +16,18 @@ admits no global at all: the real files hold only lists, dicts, strings and numb
 pickle encodes without naming a class or function, so a file that names one (the only way a
 pickle can run code) is refused before anything in it runs. Structural errors name the file
 and the key (``refs(unc).p: ref 12 has no 'split'``).
+
+An image that cannot be read (missing, truncated, not an image) stops the run with one line naming
+the file and the sample index (:class:`UnreadableImageError`), also from a ``DataLoader`` worker.
+With ``skip_unreadable=True`` (``data.skip_unreadable=true``) the sample is replaced by the next
+readable one instead, and each skip is reported on stderr with the count so far.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +36,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
-from dcmfnet.command_line import InputError
 from dcmfnet.data.base import RawSample, ReferringDataset
 from dcmfnet.data.transforms import ReferringTransform
+from dcmfnet.errors import ImageReadError, InputError, SplitError
 
 __all__ = [
     "DATASET_SPLITS",
@@ -42,6 +48,7 @@ __all__ = [
     "ReferDataset",
     "ReferFormatError",
     "ReferSample",
+    "UnreadableImageError",
     "decode_segmentation",
     "load_instances",
     "load_refs",
@@ -183,6 +190,33 @@ def _layout_help(root: Path, dataset: str, split_by: str) -> str:
     )
 
 
+class UnreadableImageError(ImageReadError):
+    """An image of a REFER split cannot be read; the message names the file, the sample index and the ref.
+
+    Raised in a ``DataLoader`` worker, it reaches the main process as PyTorch re-raises it: a new
+    exception of this class whose message is the worker's whole traceback. This class keeps the
+    original one-line message of that traceback, so the command still prints one line.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_original_message(message, type(self).__name__))
+
+
+def _original_message(message: str, name: str) -> str:
+    """The message raised in a DataLoader worker, taken back out of PyTorch's re-raised traceback text."""
+    if not message.startswith("Caught ") or "Original Traceback" not in message:
+        return message
+    for line in reversed(message.splitlines()):
+        head, separator, rest = line.partition(": ")
+        if separator and head.rsplit(".", 1)[-1] == name:
+            return rest
+    return message
+
+
+#: What Pillow raises for a file it cannot decode (a truncated or damaged file, a non-image, a bomb).
+_DECODE_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
 class ReferDataset(ReferringDataset):
     """Every sentence of every ref of one split of a REFER dataset.
 
@@ -194,13 +228,15 @@ class ReferDataset(ReferringDataset):
         image_dir: image folder; ``None`` takes ``root / IMAGE_DIRS[dataset]``.
         transform: applied to each raw sample.
         max_samples: keep only the first samples (for quick runs); ``None`` keeps all.
+        skip_unreadable: replace a sample whose image cannot be read by the next readable one (and say
+            so on stderr, with the count so far) instead of raising :class:`UnreadableImageError`.
 
     Raises:
         FileNotFoundError: the root or one of the layout's files is missing (the message shows the
             expected layout).
         ReferFormatError: (a ``ValueError``) a file is refused (see :func:`load_refs`, :func:`load_instances`),
             a ref names an annotation or image that ``instances.json`` lacks, or a sentence is empty.
-        InputError: the split does not exist.
+        SplitError: the split does not exist.
     """
 
     def __init__(
@@ -213,8 +249,12 @@ class ReferDataset(ReferringDataset):
         image_dir: str | Path | None = None,
         transform: ReferringTransform | None = None,
         max_samples: int | None = None,
+        skip_unreadable: bool = False,
     ) -> None:
         super().__init__(transform=transform)
+        self.skip_unreadable = skip_unreadable
+        #: Sample indices found unreadable so far by this process (with ``skip_unreadable``).
+        self.unreadable: set[int] = set()
         if dataset not in IMAGE_DIRS:
             raise ValueError(f"unknown REFER dataset {dataset!r}; expected one of {sorted(IMAGE_DIRS)}")
         root = Path(root)
@@ -235,7 +275,7 @@ class ReferDataset(ReferringDataset):
         self.images, self.annotations = load_instances(instances_path)
         available = sorted({ref["split"] for ref in refs})
         if split not in available:
-            raise InputError(f"split {split!r} not in {refs_path}; it has {available}")
+            raise SplitError(f"split {split!r} not in {refs_path}; it has {available}")
         samples: list[ReferSample] = []
         for ref in refs:
             if ref["split"] != split:
@@ -273,19 +313,45 @@ class ReferDataset(ReferringDataset):
     def expression(self, index: int) -> str:
         return self.samples[index].sentence
 
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} samples")
+        if not self.skip_unreadable:
+            return self.to_item(self.raw(index), index)
+        for offset in range(len(self)):  # the next readable sample stands in; its own index goes with it
+            candidate = (index + offset) % len(self)
+            if candidate in self.unreadable:
+                continue
+            try:
+                return self.to_item(self.raw(candidate), candidate)
+            except UnreadableImageError as error:
+                self.unreadable.add(candidate)
+                print(f"skipped unreadable sample ({len(self.unreadable)} so far in this process): {error}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+        raise UnreadableImageError(f"no image of {self.dataset} {self.split} ({len(self)} samples) can be read")
+
     def image_path(self, index: int) -> Path:
         """Path of the image of sample ``index`` (from ``instances.json``'s ``file_name``)."""
         return self.image_dir / self.images[self.samples[index].image_id]["file_name"]
 
     def raw(self, index: int) -> RawSample:
+        """Sample ``index`` at its original size.
+
+        Raises:
+            UnreadableImageError: the image file is missing or cannot be decoded.
+        """
         sample = self.samples[index]
         info = self.images[sample.image_id]
         path = self.image_path(index)
         try:
             with Image.open(path) as handle:
                 image = np.array(handle.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as error:
-            raise OSError(f"cannot read image {path} (ref {sample.ref_id}): {error}") from error
+        except _DECODE_ERRORS as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            raise UnreadableImageError(
+                f"cannot read image {path} (sample {index} of {self.dataset} {self.split}, ref {sample.ref_id}): "
+                f"{reason}; replace the file, or set data.skip_unreadable=true to skip such samples"
+            ) from error
         height, width = image.shape[:2]
         if (info.get("height"), info.get("width")) not in {(height, width), (None, None)}:
             raise ValueError(

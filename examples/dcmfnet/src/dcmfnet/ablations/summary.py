@@ -1,0 +1,61 @@
+"""Each row of an ablation table summarised over its seeds: mean and 95% CI, paired difference to the full model.
+
+What :mod:`~dcmfnet.ablations.report` writes as markdown and :mod:`~dcmfnet.ablations.plots` draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dcmfnet.ablations.runner import METRIC_KEYS
+from dcmfnet.ablations.statistics import Interval, mean_interval, paired_difference
+from dcmfnet.ablations.tables import FULL_KEY, Row, Table
+
+__all__ = ["RowResult", "summarize"]
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """One row's runs, summarised.
+
+    Attributes:
+        row: The table row.
+        seeds: The seeds recorded for it.
+        parameters: Its parameter count (None without runs).
+        metrics: Split → metric → mean and CI over seeds (fractions, not percent).
+        differences: Split → paired difference of overall IoU to the full model (None for the full model).
+    """
+
+    row: Row
+    seeds: tuple[int, ...]
+    parameters: int | None
+    metrics: dict[str, dict[str, Interval]]
+    differences: dict[str, Interval | None]
+
+
+def summarize(table: Table, records: Sequence[dict[str, Any]], splits: Sequence[str]) -> list[RowResult]:
+    """The results of every row of ``table`` (rows without a record included, empty)."""
+    by_row: dict[str, dict[int, dict[str, Any]]] = {}
+    for record in records:
+        by_row.setdefault(record["row"], {})[int(record["seed"])] = record
+    full = by_row.get(FULL_KEY, {})
+    results = []
+    for row in table.rows:
+        runs = by_row.get(row.key, {})
+        metrics = {
+            split: {key: mean_interval([run["metrics"][split][key] for run in runs.values()]) for key in METRIC_KEYS}
+            for split in splits
+            if runs
+        }
+        differences = {
+            split: None if row.is_full else paired_difference(
+                {seed: run["metrics"][split]["overall_iou"] for seed, run in runs.items()},
+                {seed: run["metrics"][split]["overall_iou"] for seed, run in full.items()},
+            )
+            for split in splits
+        }  # fmt: skip
+        parameters = next((run.get("parameters") for run in runs.values()), None)
+        results.append(RowResult(row, tuple(sorted(runs)), parameters, metrics, differences))
+    return results
