@@ -63,5 +63,8 @@ class DataConfig:
     num_workers: int = 0
     max_train_samples: int | None = None
     max_val_samples: int | None = None
+    #: REFER sets: a sample whose image cannot be read is replaced by the next readable one (and reported)
+    #: instead of stopping the run with the file's name and the sample's index.
+    skip_unreadable: bool = False
     synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
     benchmark: BenchmarkDataConfig = field(default_factory=BenchmarkDataConfig)
