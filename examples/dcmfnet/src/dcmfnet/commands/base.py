@@ -13,14 +13,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from dcmfnet.devices import DEVICE_CHOICES
-from dcmfnet.errors import is_user_error
+from dcmfnet.errors import InputError, is_user_error
 
 __all__ = [
     "add_device_argument",
     "add_model_arguments",
     "is_user_error",
     "parse_with_overrides",
-    "positive_int",
+    "require_positive",
     "run_command",
     "run_parsed",
 ]
@@ -64,12 +64,14 @@ def run_command(
     return run_parsed(args, run, parser.prog)
 
 
-def positive_int(text: str) -> int:
-    """An argparse ``type``: an int of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def require_positive(option: str, value: int | None) -> None:
+    """Refuse an option's value under 1 (``None``, not given, passes).
+
+    Raises:
+        InputError: ``value`` is less than 1.
+    """
+    if value is not None and value < 1:
+        raise InputError(f"{option} must be at least 1, got {value}")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dcmfnet import distributed
-from dcmfnet.commands.base import add_device_argument, add_model_arguments, positive_int, run_command
+from dcmfnet.commands.base import add_device_argument, add_model_arguments, require_positive, run_command
 from dcmfnet.data.base import ShuffledExpressions
 from dcmfnet.data.build import build_dataset, max_tokens_for
 from dcmfnet.evaluation import evaluate_model, save_prediction_gallery
@@ -41,9 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-json", required=True, help="where to write the metrics")
     parser.add_argument("--gallery", default=None, help="gallery PNG (default: beside the JSON; 'none' to skip)")
     parser.add_argument("--data-root", default=None, help="override the dataset root stored in the checkpoint")
-    parser.add_argument("--batch-size", type=positive_int, default=None, help="evaluation batch size")
+    parser.add_argument("--batch-size", type=int, default=None, help="evaluation batch size")
     add_device_argument(parser)
-    parser.add_argument("--max-samples", type=positive_int, default=None, help="score only the first samples")
+    parser.add_argument("--max-samples", type=int, default=None, help="score only the first samples")
     parser.add_argument("--seed", type=int, default=0, help="seed of the expression shuffle")
 
 
@@ -54,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate with the parsed arguments; returns the exit status."""
+    require_positive("--max-samples", args.max_samples)
+    require_positive("--batch-size", args.batch_size)
     context = distributed.setup(device=args.device)
     try:
         load = load_model_from_folder if args.model is not None else load_model_from_checkpoint
