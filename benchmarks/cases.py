@@ -1,7 +1,7 @@
 """What is benchmarked: shapes, cases, and how each case becomes a callable.
 
 Shapes (:func:`paper_placements`) are the four IGF placements of DCMFNet
-(SPEC §2, paper §4.1) with a DeepLab ResNet-101 backbone, a 480x480 input and
+(paper §3.2 and §4.1) with a DeepLab ResNet-101 backbone, a 480x480 input and
 batch 6. ResNet-101 stage outputs: V1 256 ch at 1/4 (120x120); V2 512 ch at 1/8
 (60x60); V3 1024 ch and stage 4 2048 ch at 1/8 with output stride 8 (DeepLab v2,
 stages 3 and 4 dilated; the default here, the heavier setting) or at 1/16
@@ -142,7 +142,7 @@ def full_width_placements() -> tuple[Placement, ...]:
 
 
 def spec_memory_placements() -> tuple[Placement, ...]:
-    """The two IGF shapes at which SPEC §6 quotes saved activations (E3-like and E_dec-like, batch 2)."""
+    """The two IGF shapes at which the saved-activation targets are set (E3-like and E_dec-like, batch 2)."""
     return (
         Placement("E3-like", 2, 256, None, 128, (30, 30), 64, 64, 128),
         Placement("E_dec-like", 2, 64, (15, 15), 32, (60, 60), 32, 32, 32),

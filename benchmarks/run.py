@@ -3,7 +3,7 @@
 Writes to ``DIR``:
     results.json   environment + one record per case (written after every case, so an
                    interrupted run keeps what it measured)
-    results.md     tables, the issue's target ratios as measured, the method
+    results.md     tables, the targets of benchmarks/targets.py as measured, the method
     *.png          time vs L per gate, eager vs compile, memory with/without checkpointing
     command.txt    the command line that produced them
 

@@ -12,8 +12,8 @@ compile     eager vs ``torch.compile`` (compile time reported apart)
 layout      contiguous vs channels_last
 precision   fp32 vs bf16 autocast (and fp16 on CUDA)
 checkpoint  activation checkpointing on/off: time, peak memory and saved activations, L sweep
-fused       fused (default) vs plain (``fused=False``, the previous implementation) fwd+bwd: time,
-            saved activations and output difference, at the SPEC §6 shapes and every placement
+fused       fused (default) vs plain (``fused=False``, the step as separate PyTorch operations) fwd+bwd: time,
+            saved activations and output difference, at the E3-like and E_dec-like shapes and every placement
 dcmfnet     DCMFNet train step and inference, end to end
 ==========  ==================================================================
 
@@ -185,7 +185,7 @@ def build_suite(
 
 
 def comparison_pairs(cases: list[Any], *, include_compiled: bool = True) -> list[tuple[Any, Any]]:
-    """The (numerator, denominator) case pairs behind the issue's targets, among ``cases``.
+    """The (numerator, denominator) case pairs behind the targets of :mod:`benchmarks.targets`, among ``cases``.
 
     Each pair is re-timed in alternating blocks so that its ratio does not drift with
     the machine's load: ConvLSTM / ASGate and ConvGRU / ASGate gate steps (fwd+bwd),

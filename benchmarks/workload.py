@@ -26,7 +26,7 @@ class Workload:
         items: samples per call (for samples/s).
         compile_seconds: wall time of the first call(s) of a compiled step, else ``None``.
         notes: anything a reader of the record should know.
-        saved_bytes: bytes saved for backward by one training forward (SPEC §6, see
+        saved_bytes: bytes saved for backward by one training forward (docs/guides/reproducing.rst, see
             :mod:`igf.saved_activations`), where the case measures it.
         map_bytes: bytes of one ``(B, C'_v, H, W)`` float32 map, the unit of ``saved_bytes`` for an IGF.
         forward: one training-mode forward returning the output, for comparing two builds of a case.
