@@ -53,6 +53,11 @@ class PixelWordAttention(nn.Module):
     :math:`W_{s1}` therefore keeps PyTorch's default initialisation: the first step trains
     :math:`W_{s2}` only, and from the second step every parameter receives a gradient.
 
+    Precision: the instance norm of :math:`G` divides by the spread of the attended words over the
+    positions. Where the attention barely varies from position to position, that spread is small and
+    the norm magnifies rounding: under ``torch.autocast`` to bfloat16 the output can then differ from
+    the float32 one by far more than bfloat16's own rounding.
+
     What each guidance does:
 
     - a token sequence ``(B, T, C_x)`` with an optional padding mask ``(B, T)``: the words;
