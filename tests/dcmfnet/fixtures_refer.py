@@ -1,4 +1,4 @@
-"""Builds a tiny dataset in the REFER toolkit's exact on-disk format (SPEC §3), for tests.
+"""Builds a tiny dataset in the REFER toolkit's exact on-disk format (see dcmfnet.data.refer), for tests.
 
 ``make_refer_fixture(root)`` writes::
 

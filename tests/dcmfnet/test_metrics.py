@@ -1,4 +1,4 @@
-"""Metrics exactly as SPEC §3 defines them, against a naive reference."""
+"""Metrics exactly as the paper scores them (§4.1), against a naive reference."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Referring-segmentation metrics exactly as SPEC §3 defines them.
+"""Referring-segmentation metrics exactly as the paper's benchmarks score them (§4.1).
 
 Over every (image, expression) pair of a split, with the predicted mask ``sigmoid(logit) >= 0.5``
 (that is ``logit >= 0``) scored at the original image size:
@@ -167,7 +167,7 @@ class ReferringMetrics:
         return {index: (inter / union if union > 0 else 1.0) for index, (inter, union) in self._counts.items()}
 
     def compute(self) -> dict[str, float | int]:
-        """The SPEC §3 metrics as fractions in [0, 1].
+        """The metrics of the module notes as fractions in [0, 1].
 
         Returns:
             ``{"overall_iou", "mean_iou", "precision@0.5", ..., "precision@0.9", "num_samples"}``.

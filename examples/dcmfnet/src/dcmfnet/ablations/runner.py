@@ -32,7 +32,7 @@ __all__ = ["RunFailed", "RunSpec", "execute_run", "plan_runs", "run_all", "sourc
 
 #: Run-config keys the runner sets itself (from --seeds and --steps, and the equal-steps protocol).
 MANAGED_KEYS = ("train.seed", "train.max_steps", "train.epochs", "optim.schedule_by", "train.max_train_minutes")
-#: The metrics a record keeps per split (SPEC §3).
+#: The metrics a record keeps per split (paper §4.1; :mod:`dcmfnet.metrics`).
 METRIC_KEYS = ("overall_iou", "mean_iou", *(f"precision@{t}" for t in ("0.5", "0.6", "0.7", "0.8", "0.9")))
 
 

@@ -1,4 +1,4 @@
-"""Confidence intervals over seeds: Student-t intervals of a mean and of paired differences (SPEC §5).
+"""Confidence intervals over seeds: Student-t intervals of a mean and of paired differences.
 
 The t quantile is computed exactly (to float precision) from the closed-form distribution function
 of Student's t with an integer number of degrees of freedom (Abramowitz & Stegun 26.7.3–26.7.4),
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 __all__ = ["Interval", "mean_interval", "paired_difference", "t_quantile", "verdict"]
 
-#: The verdicts of a row against the paper (SPEC §5).
+#: The verdicts of a row against the paper (docs/guides/reproducing.rst).
 HOLDS, REVERSES, WITHIN_NOISE = "holds", "reverses", "within noise"
 
 
@@ -129,7 +129,7 @@ def paired_difference(
 
 
 def verdict(difference: Interval | None, paper_difference: float | None) -> str:
-    """Reads a paired difference against the paper's direction (SPEC §5).
+    """Reads a paired difference against the paper's direction (docs/guides/reproducing.rst).
 
     Args:
         difference: Our paired difference (variant − full model) with its CI.

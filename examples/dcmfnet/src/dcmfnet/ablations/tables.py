@@ -1,4 +1,4 @@
-"""The rows of the paper's Tables 2, 4, 5 and 6 as model switches, with the paper's numbers (SPEC §4–5).
+"""The rows of the paper's Tables 2, 4, 5 and 6 as model switches, with the paper's numbers (RefCOCO val).
 
 Each :class:`Row` names the switches that differ from the full model (:data:`FULL_MODEL`: LGVE-1 at
 E3+E4, LGVE-2 on, IGF in the decoder, L = 5, ``all_fusions`` output, ASGate) and the paper's values

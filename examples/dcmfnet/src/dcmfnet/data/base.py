@@ -5,7 +5,7 @@ produce the raw pair (:meth:`ReferringDataset.raw`: the image at its original
 size, the binary ground-truth mask and the expression) and applies a
 :class:`~dcmfnet.data.transforms.ReferringTransform` to turn it into
 tensors at the training size. The original-size mask travels with the sample
-because the metrics are scored at the original resolution (SPEC §3).
+because the metrics are scored at the original resolution (paper §4.1).
 """
 
 from __future__ import annotations

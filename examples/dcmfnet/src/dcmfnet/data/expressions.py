@@ -10,7 +10,7 @@ An :class:`Expression` is the meaning of a referring expression: a head noun phr
   plural noun names ("the triangle between the two squares").
 
 :func:`realise` turns a meaning into words; :func:`dcmfnet.data.resolver.parse` reads the words
-back. The three kinds mirror the paper's datasets (SPEC §5):
+back. The three kinds mirror the paper's datasets (§4.1; docs/guides/reproducing.rst):
 
 * ``refcoco_like``: short; appearance words and absolute position words ("the left red circle");
 * ``refcocoplus_like``: no absolute position words; appearance words and relations to other
@@ -171,7 +171,7 @@ class Grammar:
     rank_styles: tuple[str, ...] = ("adjective", "phrase")
 
 
-#: The three kinds (SPEC §5).
+#: The three kinds (docs/guides/reproducing.rst).
 KINDS: dict[str, Grammar] = {
     "refcoco_like": Grammar(forms={"attributes": 0.3, "position": 0.7}),
     "refcocoplus_like": Grammar(forms={"attributes": 0.3, "relation": 0.7}, relations=("above", "below", "next_to")),

@@ -1,6 +1,6 @@
 """Loader for the REFER toolkit's on-disk format: RefCOCO, RefCOCO+, G-Ref and ReferIt.
 
-Layout (SPEC §3)::
+Layout (the REFER toolkit's, as the paper's datasets ship)::
 
     <root>/<dataset>/refs(<splitBy>).p     pickled list of refs: ref_id, ann_id, image_id, split,
                                           category_id, sent_ids, sentences[{tokens, raw, sent_id, sent}]
