@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from dcmfnet.blocks import ConvBN
@@ -138,8 +139,6 @@ def load_weights_file(
 def read_state_dict(path: Path) -> dict[str, Tensor]:
     """Reads a state dict from ``path`` (safetensors or torch.save), unwrapping common containers."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         state: Any = load_file(str(path))
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -189,7 +188,7 @@ class ResNetBackbone(VisionBackbone):
 
     def __init__(self, depth: str = "resnet101", *, output_stride: int = 16, weights: str | Path | None = None) -> None:
         super().__init__()
-        import torchvision
+        import torchvision  # deferred: a second to import, ResNet backbones only
 
         if depth not in _RESNETS:
             raise ValueError(f"unknown ResNet {depth!r}; valid: {list(_RESNETS)}")
@@ -266,7 +265,7 @@ class SwinBackbone(VisionBackbone):
         timm_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        import timm
+        import timm  # deferred: seconds to import, Swin backbones only
 
         model_name = _SWINS.get(variant, variant)
         swin = timm.create_model(
@@ -290,7 +289,7 @@ class SwinBackbone(VisionBackbone):
 
     @staticmethod
     def _load(swin: nn.Module, weights: str | Path, model_name: str) -> None:
-        from timm.models.swin_transformer import checkpoint_filter_fn
+        from timm.models.swin_transformer import checkpoint_filter_fn  # deferred: as timm above
 
         # timm's own filter converts official Swin checkpoints and drops non-persistent buffers;
         # the unused head and final norm are ignored.

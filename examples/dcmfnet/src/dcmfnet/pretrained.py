@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from huggingface_hub import snapshot_download
+from safetensors.torch import load_model, save_model
 
 from dcmfnet.config import ModelConfig, build_model
 from dcmfnet.errors import PretrainedError
@@ -134,8 +136,6 @@ def write_pretrained(model: DCMFNet, directory: str | Path, config: PretrainedCo
 
     Use :func:`save_pretrained`, which also writes a model card.
     """
-    from safetensors.torch import save_model
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_model(model, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
@@ -219,8 +219,6 @@ def pretrained_directory(name_or_path: str | Path, **hub_options: Any) -> Path:
         )
     if not _REPO_ID.match(str(name_or_path)):
         raise FileNotFoundError(f"model folder {path} does not exist (make one with `dcmfnet export`)")
-    from huggingface_hub import snapshot_download
-
     try:
         return Path(snapshot_download(repo_id=str(name_or_path), **hub_options))
     except Exception as error:  # the hub raises many types: offline, not found, HTTP, validation
@@ -265,7 +263,7 @@ def _config_from_dict(values: Mapping[str, Any], path: Path) -> PretrainedConfig
 
 def _hf_text_encoder(directory: Path, cfg: ModelConfig) -> TextEncoder:
     """A Hugging Face encoder rebuilt from the saved architecture and tokenizer (weights loaded later)."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer  # deferred: seconds to import, BERT models only
 
     if not directory.is_dir():
         raise PretrainedError(f"{directory} is missing: a {cfg.text_encoder!r} text encoder needs its tokenizer")
@@ -277,8 +275,6 @@ def _hf_text_encoder(directory: Path, cfg: ModelConfig) -> TextEncoder:
 
 
 def _load_weights(model: DCMFNet, path: Path) -> None:
-    from safetensors.torch import load_model
-
     try:
         load_model(model, str(path), strict=True)
     except Exception as error:  # safetensors and load_state_dict raise several types for bad files

