@@ -55,7 +55,9 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     return value
 
 
-def check_tensor(name: str, tensor: object, *, ndims: Sequence[int], layout: str) -> Tensor:
+def check_tensor(
+    name: str, tensor: object, *, ndims: Sequence[int], layout: str, spatial_dims: int | None = None
+) -> Tensor:
     """Check that ``tensor`` is a floating-point tensor with one of ``ndims`` dimensions and no empty dim but B.
 
     A batch of size 0 (dimension 0) is accepted, as ``nn.Conv2d`` accepts it: uneven data-parallel shards
@@ -66,6 +68,7 @@ def check_tensor(name: str, tensor: object, *, ndims: Sequence[int], layout: str
         tensor: The value to check.
         ndims: Allowed numbers of dimensions.
         layout: Human-readable expected shape, e.g. ``"(B, C, H, W)"``.
+        spatial_dims: The layer's spatial rank, named in the message where given.
 
     Raises:
         TypeError: Not a tensor, or not a floating-point dtype.
@@ -76,8 +79,9 @@ def check_tensor(name: str, tensor: object, *, ndims: Sequence[int], layout: str
     if not tensor.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
     if tensor.dim() not in ndims:
+        rank = "" if spatial_dims is None else f" for spatial_dims={spatial_dims}"
         raise ValueError(
-            f"{name} must have shape {layout} ({' or '.join(map(str, ndims))} dims), "
+            f"{name} must have shape {layout} ({' or '.join(map(str, ndims))} dims){rank}, "
             f"got {tensor.dim()} dims with shape {tuple(tensor.shape)}"
         )
     if any(size == 0 for size in tensor.shape[1:]):
@@ -105,11 +109,11 @@ def check_same_batch(first_name: str, first: Tensor, second_name: str, second: T
 
 
 def check_same_spatial(first_name: str, first: Tensor, second_name: str, second: Tensor) -> None:
-    """Raise a ``ValueError`` unless both maps share ``H x W``."""
-    if first.shape[-2:] != second.shape[-2:]:
+    """Raise a ``ValueError`` unless both maps ``(B, C, *spatial)`` share their spatial size."""
+    if first.shape[2:] != second.shape[2:]:
         raise ValueError(
             f"{first_name} and {second_name} must have the same spatial size, "
-            f"got {tuple(first.shape[-2:])} and {tuple(second.shape[-2:])}"
+            f"got {tuple(first.shape[2:])} and {tuple(second.shape[2:])}"
         )
 
 
@@ -137,14 +141,20 @@ def check_parameter_dtype(name: str, tensor: Tensor, parameter: Tensor) -> None:
         )
 
 
-def check_guidance_mask(mask: object, guidance: Tensor) -> None:
+def check_guidance_mask(mask: object, guidance: Tensor, *, is_token_sequence: bool | None = None) -> None:
     """Check a padding mask ``(B, T)`` (bool or integer, nonzero = real token) against a ``(B, T, C)`` guidance.
+
+    Args:
+        mask: The value to check.
+        guidance: The guidance it masks.
+        is_token_sequence: Whether ``guidance`` is a token sequence; default: whether it has three dims
+            (a layer where a 1-D map has three dims too says which it is).
 
     Raises:
         TypeError: ``mask`` is not a bool or integer tensor.
         ValueError: A mask for a guidance that is not a token sequence, or a mask shape other than ``(B, T)``.
     """
-    if guidance.dim() != 3:
+    if not (guidance.dim() == 3 if is_token_sequence is None else is_token_sequence):
         raise ValueError(
             f"guidance_mask is only for a token-sequence guidance (B, T, C_x), got guidance of shape "
             f"{tuple(guidance.shape)}"

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
+from igf.spatial import conv_same, same_padding
+
 __all__ = [
     "EAGER_CPU_TANH_VIA_SIGMOID",
     "CheckpointedASGateStep",
@@ -180,15 +182,25 @@ def autocast_off(tensor: Tensor) -> contextlib.AbstractContextManager[object]:
 
 
 def _conv_backward(
-    grad: Tensor, inputs: Tensor, weight: Tensor, padding: int, needs: tuple[bool, bool, bool]
+    grad: Tensor, inputs: Tensor, weight: Tensor, needs: tuple[bool, bool, bool]
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """Gradients of ``conv2d(inputs, weight, bias, padding=padding)`` w.r.t. input, weight and bias."""
+    """Gradients of :func:`~igf.spatial.conv_same` ``(inputs, weight, bias)`` w.r.t. input, weight and bias.
+
+    Any rank: ``aten.convolution_backward`` takes the rank from ``weight``.
+    """
     if not any(needs):
         return None, None, None
+    rank = weight.dim() - 2
     grads = torch.ops.aten.convolution_backward(
-        grad, inputs, weight, [weight.shape[0]], [1, 1], [padding, padding], [1, 1], False, [0, 0], 1, list(needs)
-    )
+        grad, inputs, weight, [weight.shape[0]], [1] * rank, same_padding(weight), [1] * rank, False, [0] * rank, 1,
+        list(needs),
+    )  # fmt: skip
     return grads[0], grads[1], grads[2]
+
+
+def broadcast_vector(vector: Tensor, spatial_dims: int) -> Tensor:
+    """A ``(B, C)`` vector as ``(B, C, 1, ..., 1)`` with ``spatial_dims`` ones, ready to broadcast over a map."""
+    return vector.view(*vector.shape, *(1,) * spatial_dims)
 
 
 # --------------------------------------------------------------------------- fusion unit (Eq. 2)
@@ -197,20 +209,20 @@ def _conv_backward(
 def _fusion_branches(
     x: Tensor, guided: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, *, guided_tanh: bool = True
 ) -> tuple[Tensor, Tensor]:
-    """``tanh(W1 x)`` (``(B, hC, 1, 1)`` for a vector ``x``) and ``tanh(W2 G)`` ``(B, hC, H, W)``.
+    """``tanh(W1 x)`` (``(B, hC, 1, ..., 1)`` for a vector ``x``) and ``tanh(W2 G)`` ``(B, hC, *spatial)``.
 
     With ``guided_tanh=False`` the second is ``W2 G`` before its ``tanh``.
     """
     if x.dim() == 2:
-        branch = tanh_of_temporary(F.linear(x, w1.flatten(1), b1))[:, :, None, None]
+        branch = broadcast_vector(tanh_of_temporary(F.linear(x, w1.flatten(1), b1)), guided.dim() - 2)
     else:
-        branch = tanh_of_temporary(F.conv2d(x, w1, b1))
-    guided_pre = F.conv2d(guided, w2, b2)
+        branch = tanh_of_temporary(conv_same(x, w1, b1))
+    guided_pre = conv_same(guided, w2, b2)
     return branch, tanh_of_temporary(guided_pre) if guided_tanh else guided_pre
 
 
 def fusion_value(x: Tensor, guided: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, heads: int) -> Tensor:
-    """Eq. 2 for all heads: ``tanh(sum_i tanh(W1_i x) * tanh(W2_i G))`` -> ``(B, C, H, W)``."""
+    """Eq. 2 for all heads: ``tanh(sum_i tanh(W1_i x) * tanh(W2_i G))`` -> ``(B, C, *spatial)``."""
     return sum_heads(*_fusion_branches(x, guided, w1, b1, w2, b2, guided_tanh=False), heads)
 
 
@@ -221,14 +233,14 @@ def sum_heads(from_guidance: Tensor, guided_pre: Tensor, heads: int) -> Tensor:
     overwritten: the same kernels and values, no new ``h * C``-wide tensor.
 
     Args:
-        from_guidance: ``tanh(W1 x)``, ``(B, h C, 1, 1)`` or ``(B, h C, H, W)``.
-        guided_pre: ``W2 G``, ``(B, h C, H, W)``.
+        from_guidance: ``tanh(W1 x)``, ``(B, h C, 1, ..., 1)`` or ``(B, h C, *spatial)``.
+        guided_pre: ``W2 G``, ``(B, h C, *spatial)``.
         heads: ``h``.
 
     Returns:
-        ``F``, ``(B, C, H, W)``.
+        ``F``, ``(B, C, *spatial)``.
     """
-    # The head sum "b (h c) x y -> b c x y" as unflatten + sum: a view for any strides.
+    # The head sum "b (h c) ... -> b c ..." as unflatten + sum: a view for any strides.
     if records_autograd(from_guidance, guided_pre) or from_guidance.dtype != guided_pre.dtype:
         return tanh(torch.unflatten(from_guidance * tanh(guided_pre), 1, (heads, -1)).sum(1))
     products = tanh_of_temporary(guided_pre).mul_(from_guidance)
@@ -258,7 +270,7 @@ def fusion_grads(
         saved: ``(x, G, W1, b1, W2, b2)`` as given to :func:`fusion_value`.
         heads: ``h``.
         fused: the forward's output ``F``.
-        grad: ``dL/dF``, ``(B, C, H, W)``.
+        grad: ``dL/dF``, ``(B, C, *spatial)``.
         needs: which of the six gradients are wanted.
         branches: the two branches if the caller has just recomputed them, else they are recomputed here.
     """
@@ -271,11 +283,11 @@ def fusion_grads(
     # tanh derivatives below overwrite them (one h-wide allocation instead of four)
     in_place = not records_autograd(grad, *branches)
     grad_guided_pre = _tanh_backward(grad_sum * from_guidance, from_guided, in_place).flatten(1, 2)
-    dguided, dw2, db2 = _conv_backward(grad_guided_pre, guided, w2, 0, (needs[1], needs[4], needs[5]))
+    dguided, dw2, db2 = _conv_backward(grad_guided_pre, guided, w2, (needs[1], needs[4], needs[5]))
     del grad_guided_pre
-    if x.dim() == 2:  # the vector branch is constant over H x W: reduce while multiplying
-        grad_guidance = torch.einsum("bcxy,bhcxy->bhc", grad_sum[:, 0], from_guided)
-        from_guidance = from_guidance[..., 0, 0]
+    if x.dim() == 2:  # the vector branch is constant over the map: reduce while multiplying
+        grad_guidance = torch.einsum("bcn,bhcn->bhc", grad_sum[:, 0].flatten(2), from_guided.flatten(3))
+        from_guidance = from_guidance.flatten(3)[..., 0]
     else:
         grad_guidance = from_guided.mul_(grad_sum) if in_place else grad_sum * from_guided
     grad_guidance_pre = _tanh_backward(grad_guidance, from_guidance, in_place).flatten(1, 2)
@@ -284,7 +296,7 @@ def fusion_grads(
         dw1 = (grad_guidance_pre.t() @ x).view_as(w1) if needs[2] else None
         db1 = grad_guidance_pre.sum(0) if needs[3] else None
     else:
-        dx, dw1, db1 = _conv_backward(grad_guidance_pre, x, w1, 0, (needs[0], needs[2], needs[3]))
+        dx, dw1, db1 = _conv_backward(grad_guidance_pre, x, w1, (needs[0], needs[2], needs[3]))
     return dx, dguided, dw1, db1, dw2, db2
 
 
@@ -301,9 +313,9 @@ def _tanh_backward(grad: Tensor, output: Tensor, in_place: bool) -> Tensor:
 class FusedFusion(torch.autograd.Function):
     """Eq. 2 keeping only ``x``, ``G`` and ``F`` for backward (see the module docstring).
 
-    ``apply(x, G, W1, b1, W2, b2, heads)`` with ``x`` ``(B, C'_l)`` or ``(B, C'_l, H, W)``,
-    ``G`` ``(B, C'_v, H, W)``, 1x1 conv weights ``W1`` ``(h C'_v, C'_l, 1, 1)`` and
-    ``W2`` ``(h C'_v, C'_v, 1, 1)``; returns ``F`` ``(B, C'_v, H, W)``.
+    ``apply(x, G, W1, b1, W2, b2, heads)`` with ``x`` ``(B, C'_l)`` or ``(B, C'_l, *spatial)``,
+    ``G`` ``(B, C'_v, *spatial)`` (one, two or three spatial dimensions), 1x1 conv weights
+    ``W1`` ``(h C'_v, C'_l, 1, ...)`` and ``W2`` ``(h C'_v, C'_v, 1, ...)``; returns ``F`` ``(B, C'_v, *spatial)``.
     """
 
     @staticmethod
@@ -329,12 +341,12 @@ def asgate_value(
 ) -> tuple[Tensor, Tensor]:
     """Eq. 3: ``(G_t, z_t)`` with ``z_t = sigmoid(W_z * (F + G) + b_z)``, ``G_t = tanh(W_g * [F; F z_t] + b_g)``."""
     selection = _selection(fused, hidden, wz, bz)
-    gate_pre = F.conv2d(concat_with_product(fused, selection), wg, bg, padding=wg.shape[-1] // 2)
+    gate_pre = conv_same(concat_with_product(fused, selection), wg, bg)
     return tanh_of_temporary(gate_pre), selection
 
 
 def concat_with_product(fused: Tensor, selection: Tensor) -> Tensor:
-    """``[F; F * z]`` of Eq. 3 along channels: ``(B, 2C, H, W)``.
+    """``[F; F * z]`` of Eq. 3 along channels: ``(B, 2C, *spatial)``.
 
     Where autograd does not record, the product is written straight into its half
     of the result (no separate product tensor and no copy of it).
@@ -343,22 +355,28 @@ def concat_with_product(fused: Tensor, selection: Tensor) -> Tensor:
         # (a compiler fuses the concatenation itself, and Dynamo refuses an ``out=`` that is a slice)
         return torch.cat([fused, fused * selection], dim=1)
     channels = fused.shape[1]
-    # the memory format torch.cat would give: channels-last for a channels-last F (as on a GPU under channels_last)
-    channels_last = not fused.is_contiguous() and fused.is_contiguous(memory_format=torch.channels_last)
     stacked = torch.empty(
         (fused.shape[0], 2 * channels, *fused.shape[2:]),
         dtype=fused.dtype,
         device=fused.device,
-        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+        memory_format=_memory_format(fused),
     )
     stacked[:, :channels].copy_(fused)
     torch.mul(fused, selection, out=stacked[:, channels:])
     return stacked
 
 
+def _memory_format(tensor: Tensor) -> torch.memory_format:
+    """The memory format ``torch.cat`` would give: channels-last for a channels-last 2-D or 3-D map."""
+    channels_last = {4: torch.channels_last, 5: torch.channels_last_3d}.get(tensor.dim())
+    if channels_last is not None and not tensor.is_contiguous() and tensor.is_contiguous(memory_format=channels_last):
+        return channels_last
+    return torch.contiguous_format
+
+
 def _selection(fused: Tensor, hidden: Tensor, wz: Tensor, bz: Tensor) -> Tensor:
     """``z_t = sigmoid(W_z * (F + G) + b_z)`` of Eq. 3."""
-    selection_pre = F.conv2d(fused + hidden, wz, bz, padding=wz.shape[-1] // 2)
+    selection_pre = conv_same(fused + hidden, wz, bz)
     return sigmoid_of_temporary(selection_pre)
 
 
@@ -371,11 +389,11 @@ def asgate_grads(saved: tuple[Tensor, ...], grad: Tensor, needs: tuple[bool, ...
         needs: which of the six gradients are wanted.
     """
     fused, hidden, selection, new_hidden, wz, _, wg, _ = saved
-    channels, padding = fused.shape[1], wz.shape[-1] // 2
+    channels = fused.shape[1]
     grad_pre = torch.ops.aten.tanh_backward(grad, new_hidden)
     stacked = concat_with_product(fused, selection)
     need_inputs = needs[0] or needs[1] or needs[2] or needs[3]
-    dstacked, dwg, dbg = _conv_backward(grad_pre, stacked, wg, padding, (need_inputs, needs[4], needs[5]))
+    dstacked, dwg, dbg = _conv_backward(grad_pre, stacked, wg, (need_inputs, needs[4], needs[5]))
     del stacked
     if not need_inputs:
         return None, None, None, None, dwg, dbg
@@ -383,7 +401,7 @@ def asgate_grads(saved: tuple[Tensor, ...], grad: Tensor, needs: tuple[bool, ...
     dfused_direct, dselected = dstacked[:, :channels], dstacked[:, channels:]
     grad_z_pre = torch.ops.aten.sigmoid_backward(dselected * fused, selection)
     need_sum = needs[0] or needs[1]
-    dsum, dwz, dbz = _conv_backward(grad_z_pre, fused + hidden, wz, padding, (need_sum, needs[2], needs[3]))
+    dsum, dwz, dbz = _conv_backward(grad_z_pre, fused + hidden, wz, (need_sum, needs[2], needs[3]))
     dfused = dhidden = None
     if need_sum:
         assert dsum is not None
@@ -395,7 +413,7 @@ def asgate_grads(saved: tuple[Tensor, ...], grad: Tensor, needs: tuple[bool, ...
 class FusedASGate(torch.autograd.Function):
     """Eq. 3 keeping ``F``, ``G_{t-1}``, ``z_t`` and ``G_t`` for backward (see the module docstring).
 
-    ``apply(F, G, W_z, b_z, W_g, b_g)`` -> ``G_t`` ``(B, C, H, W)``.
+    ``apply(F, G, W_z, b_z, W_g, b_g)`` -> ``G_t`` ``(B, C, *spatial)``.
     """
 
     @staticmethod
@@ -437,7 +455,7 @@ class CheckpointedASGateStep(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         fused = fusion_value(x, hidden, w1, b1, w2, b2, heads)
         new_hidden = fused.new_empty(0) if wz is None else asgate_value(fused, hidden, wz, bz, wg, bg)[0]
-        partial = fused.new_empty(0) if w_out is None else F.conv2d(fused, w_out, padding=w_out.shape[-1] // 2)
+        partial = fused.new_empty(0) if w_out is None else conv_same(fused, w_out)
         ctx.save_for_backward(x, hidden, w1, b1, w2, b2, wz, bz, wg, bg, w_out, new_hidden)
         ctx.heads = heads  # type: ignore[attr-defined]
         return fused, new_hidden, partial
@@ -451,9 +469,7 @@ class CheckpointedASGateStep(torch.autograd.Function):
         grad_fused = torch.zeros_like(fused) if dfused is None else dfused
         dw_out = None
         if w_out is not None and dpartial is not None:
-            dfused_out, dw_out, _ = _conv_backward(
-                dpartial, fused, w_out, w_out.shape[-1] // 2, (True, needs[11], False)
-            )
+            dfused_out, dw_out, _ = _conv_backward(dpartial, fused, w_out, (True, needs[11], False))
             assert dfused_out is not None
             grad_fused = grad_fused + dfused_out
         gate_grads: tuple[Tensor | None, ...] = (None,) * 6

@@ -18,10 +18,12 @@ from igf.fused import (
     FusedFusion,
     autocast_cast,
     autocast_off,
+    broadcast_vector,
     fused_path_applies,
     sum_heads,
     tanh_of_temporary,
 )
+from igf.spatial import check_spatial_dims, conv_class, guided_layout
 
 __all__ = ["BilinearFusionUnit"]
 
@@ -42,7 +44,11 @@ class BilinearFusionUnit(nn.Module):
     no fresh ``h``-times-wide tensor per operation.
 
     A vector guidance ``(B, C_l)`` is projected with a matrix product and
-    broadcast over ``H x W``; it is never tiled to a map first.
+    broadcast over the map; it is never tiled to a map first.
+
+    The guided map may have one, two or three spatial dimensions (``spatial_dims``):
+    ``(B, C, T)``, ``(B, C, H, W)`` or ``(B, C, D, H, W)``; the projections are
+    1x1 convolutions of that rank. Shapes below are written for ``spatial_dims=2``.
 
     With ``fused=True`` (default) a training forward runs as
     :class:`igf.fused.FusedFusion`: it keeps only ``x``, ``G`` and ``F`` for the
@@ -52,6 +58,7 @@ class BilinearFusionUnit(nn.Module):
         guidance_channels: :math:`C'_l`, channels of the guidance ``x``.
         guided_channels: :math:`C'_v`, channels of the guided ``G`` and of the output.
         heads: Number of bilinear heads :math:`h` (paper: 5).
+        spatial_dims: 1, 2 (default) or 3: the rank of the guided map.
         fused: Use the memory-lean fused function when autograd records (see above).
         device: Factory argument for the parameters.
         dtype: Factory argument for the parameters.
@@ -84,6 +91,7 @@ class BilinearFusionUnit(nn.Module):
         guided_channels: int,
         *,
         heads: int = 5,
+        spatial_dims: int = 2,
         fused: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -93,8 +101,10 @@ class BilinearFusionUnit(nn.Module):
         self.guidance_channels = check_positive_int("guidance_channels", guidance_channels)
         self.guided_channels = check_positive_int("guided_channels", guided_channels)
         self.heads = check_positive_int("heads", heads)
-        self.proj_guidance = nn.Conv2d(guidance_channels, heads * guided_channels, 1, device=device, dtype=dtype)
-        self.proj_guided = nn.Conv2d(guided_channels, heads * guided_channels, 1, device=device, dtype=dtype)
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        conv = conv_class(spatial_dims)
+        self.proj_guidance = conv(guidance_channels, heads * guided_channels, 1, device=device, dtype=dtype)
+        self.proj_guided = conv(guided_channels, heads * guided_channels, 1, device=device, dtype=dtype)
 
     def encode_guidance(self, guidance: Tensor) -> Tensor:
         """Compute the guidance branch ``tanh(W1 x)`` of all heads.
@@ -106,12 +116,12 @@ class BilinearFusionUnit(nn.Module):
             guidance: ``(B, C_l)`` vector or ``(B, C_l, H, W)`` map (not checked).
 
         Returns:
-            ``(B, h * C_v, 1, 1)`` for a vector (ready to broadcast) or
-            ``(B, h * C_v, H, W)`` for a map.
+            ``(B, h * C_v, 1, 1)`` for a vector (ready to broadcast; one 1 per spatial
+            dimension) or ``(B, h * C_v, H, W)`` for a map.
         """
         if guidance.dim() == 2:
             projected = F.linear(guidance, self.proj_guidance.weight.flatten(1), self.proj_guidance.bias)
-            return tanh_of_temporary(projected)[:, :, None, None]
+            return broadcast_vector(tanh_of_temporary(projected), self.spatial_dims)
         return tanh_of_temporary(self.proj_guidance(guidance))
 
     def fuse(self, encoded_guidance: Tensor, guided: Tensor) -> Tensor:
@@ -145,12 +155,33 @@ class BilinearFusionUnit(nn.Module):
         return fused
 
     def forward(self, guidance: Tensor, guided: Tensor) -> Tensor:
-        check_tensor("guided", guided, ndims=(4,), layout="(B, C_v, H, W)")
-        check_tensor("guidance", guidance, ndims=(2, 4), layout="(B, C_l) or (B, C_l, H, W)")
+        """Fuse ``guidance`` into ``guided`` (Eq. 2), after checking both.
+
+        Args:
+            guidance: :math:`x`, ``(B, C_l)`` vector or ``(B, C_l, H, W)`` map of the guided map's size.
+            guided: :math:`G_{t-1}`, ``(B, C_v, H, W)``.
+
+        Returns:
+            :math:`F_t`, ``(B, C_v, H, W)``. Shapes for ``spatial_dims=2``; ``(H, W)`` stands for
+            ``(T,)`` in 1-D and ``(D, H, W)`` in 3-D.
+
+        Raises:
+            ValueError: Wrong number of dims for the rank, channels, batch size or spatial size.
+            TypeError: Non-tensor or non-floating-point inputs, or a dtype that differs from the parameters'.
+        """
+        rank = self.spatial_dims
+        check_tensor("guided", guided, ndims=(2 + rank,), layout=guided_layout(rank, "C_v"), spatial_dims=rank)
+        check_tensor(
+            "guidance",
+            guidance,
+            ndims=(2, 2 + rank),
+            layout=f"(B, C_l) or {guided_layout(rank, 'C_l')}",
+            spatial_dims=rank,
+        )
         check_channels("guided", guided, self.guided_channels)
         check_channels("guidance", guidance, self.guidance_channels)
         check_same_batch("guidance", guidance, "guided", guided)
-        if guidance.dim() == 4:
+        if guidance.dim() > 2:
             check_same_spatial("guidance", guidance, "guided", guided)
         check_parameter_dtype("guided", guided, self.proj_guided.weight)
         check_parameter_dtype("guidance", guidance, self.proj_guidance.weight)
@@ -159,5 +190,5 @@ class BilinearFusionUnit(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"guidance_channels={self.guidance_channels}, guided_channels={self.guided_channels}, "
-            f"heads={self.heads}, fused={self.fused}"
+            f"heads={self.heads}, spatial_dims={self.spatial_dims}, fused={self.fused}"
         )

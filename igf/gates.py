@@ -8,19 +8,26 @@ passed to :class:`~igf.IterativeGatedFusion`::
 ``fused`` is the fusion unit's output :math:`F_t`, ``hidden`` the previous gate
 output :math:`G_{t-1}` (both ``(B, C, H, W)``), and ``cell`` an optional extra
 recurrent state (only :class:`ConvLSTMGate` uses it; the others return ``None``).
-A gate is built as ``factory(channels, *, kernel_size, device, dtype)``.
+A gate is built as ``factory(channels, *, kernel_size, device, dtype)``, plus
+``spatial_dims=`` for a rank other than 2.
+
+Every gate takes ``spatial_dims`` (1, 2 by default, or 3): its maps are then
+``(B, C, T)``, ``(B, C, H, W)`` or ``(B, C, D, H, W)`` and its convolutions have
+that rank, with one kernel size for every dimension or one per dimension
+(e.g. ``(1, 3, 3)``: no mixing across the frames of a clip). Shapes below are
+written for ``spatial_dims=2``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-from igf._validation import check_channels, check_odd_kernel_size, check_positive_int, check_tensor
+from igf._validation import check_channels, check_positive_int, check_tensor
 from igf.fused import (
     FusedASGate,
     autocast_cast,
@@ -31,6 +38,7 @@ from igf.fused import (
     tanh,
     tanh_of_temporary,
 )
+from igf.spatial import check_spatial_dims, conv_layer, guided_layout, kernel_tuple
 
 __all__ = ["GATES", "ASGate", "ConvGRUGate", "ConvLSTMGate", "GateFactory"]
 
@@ -42,6 +50,9 @@ class GateFactory(Protocol):
     ``nn.Module`` called as ``new_hidden, new_cell = gate(fused, hidden, cell)``
     with ``fused`` and ``hidden`` of shape ``(B, channels, H, W)``; ``new_cell``
     is any extra recurrent state (or ``None``) handed back at the next step.
+    :class:`~igf.IterativeGatedFusion` passes ``spatial_dims=`` too when its rank is
+    not 2 (maps ``(B, channels, T)`` or ``(B, channels, D, H, W)``), so a factory
+    written for 2-D maps needs no change.
 
     Example:
         >>> import torch
@@ -59,7 +70,7 @@ class GateFactory(Protocol):
         self,
         channels: int,
         *,
-        kernel_size: int,
+        kernel_size: int | tuple[int, ...],
         device: torch.device | str | None,
         dtype: torch.dtype | None,
     ) -> nn.Module: ...
@@ -68,14 +79,16 @@ class GateFactory(Protocol):
 class _ConvGate(nn.Module):
     """Shared constructor arguments and input checks of the convolutional gates."""
 
-    def __init__(self, channels: int, kernel_size: int) -> None:
+    def __init__(self, channels: int, kernel_size: int | Sequence[int], spatial_dims: int) -> None:
         super().__init__()
         self.channels = check_positive_int("channels", channels)
-        self.kernel_size = check_odd_kernel_size(kernel_size)
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.kernel_size = kernel_tuple(spatial_dims, kernel_size)
 
     def _check_inputs(self, fused: Tensor, hidden: Tensor, cell: Tensor | None) -> None:
-        check_tensor("fused", fused, ndims=(4,), layout="(B, C, H, W)")
-        check_tensor("hidden", hidden, ndims=(4,), layout="(B, C, H, W)")
+        rank, layout = self.spatial_dims, guided_layout(self.spatial_dims)
+        check_tensor("fused", fused, ndims=(2 + rank,), layout=layout, spatial_dims=rank)
+        check_tensor("hidden", hidden, ndims=(2 + rank,), layout=layout, spatial_dims=rank)
         check_channels("fused", fused, self.channels)
         if hidden.shape != fused.shape:
             raise ValueError(f"hidden must have the shape of fused {tuple(fused.shape)}, got {tuple(hidden.shape)}")
@@ -83,7 +96,7 @@ class _ConvGate(nn.Module):
             raise ValueError(f"cell must have the shape of fused {tuple(fused.shape)}, got {tuple(cell.shape)}")
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, kernel_size={self.kernel_size}"
+        return f"channels={self.channels}, kernel_size={self.kernel_size}, spatial_dims={self.spatial_dims}"
 
 
 class ASGate(_ConvGate):
@@ -97,7 +110,8 @@ class ASGate(_ConvGate):
 
     Args:
         channels: :math:`C'_v`, channels of ``fused`` and ``hidden``.
-        kernel_size: Odd kernel size of both convolutions (paper: 3).
+        kernel_size: Odd kernel size of both convolutions (paper: 3), or one per spatial dimension.
+        spatial_dims: 1, 2 (default) or 3: the rank of the maps.
         fused: Use the memory-lean fused function when autograd records (see below).
         device: Factory argument for the parameters.
         dtype: Factory argument for the parameters.
@@ -131,16 +145,17 @@ class ASGate(_ConvGate):
         self,
         channels: int,
         *,
-        kernel_size: int = 3,
+        kernel_size: int | Sequence[int] = 3,
+        spatial_dims: int = 2,
         fused: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(channels, kernel_size)
+        super().__init__(channels, kernel_size, spatial_dims)
         self.fused = bool(fused)
-        padding = kernel_size // 2
-        self.conv_z = nn.Conv2d(channels, channels, kernel_size, padding=padding, device=device, dtype=dtype)
-        self.conv_g = nn.Conv2d(2 * channels, channels, kernel_size, padding=padding, device=device, dtype=dtype)
+        kernel = self.kernel_size
+        self.conv_z = conv_layer(spatial_dims, channels, channels, kernel, device=device, dtype=dtype)
+        self.conv_g = conv_layer(spatial_dims, 2 * channels, channels, kernel, device=device, dtype=dtype)
 
     def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, None]:
         self._check_inputs(fused, hidden, None)
@@ -165,7 +180,8 @@ class ConvGRUGate(_ConvGate):
 
     Args:
         channels: :math:`C'_v`, channels of ``fused`` and ``hidden``.
-        kernel_size: Odd kernel size of both convolutions (paper: 3).
+        kernel_size: Odd kernel size of both convolutions (paper: 3), or one per spatial dimension.
+        spatial_dims: 1, 2 (default) or 3: the rank of the maps.
         device: Factory argument for the parameters.
         dtype: Factory argument for the parameters.
 
@@ -193,18 +209,15 @@ class ConvGRUGate(_ConvGate):
         self,
         channels: int,
         *,
-        kernel_size: int = 3,
+        kernel_size: int | Sequence[int] = 3,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(channels, kernel_size)
-        padding = kernel_size // 2
-        self.conv_gates = nn.Conv2d(
-            2 * channels, 2 * channels, kernel_size, padding=padding, device=device, dtype=dtype
-        )
-        self.conv_candidate = nn.Conv2d(
-            2 * channels, channels, kernel_size, padding=padding, device=device, dtype=dtype
-        )
+        super().__init__(channels, kernel_size, spatial_dims)
+        kernel = self.kernel_size
+        self.conv_gates = conv_layer(spatial_dims, 2 * channels, 2 * channels, kernel, device=device, dtype=dtype)
+        self.conv_candidate = conv_layer(spatial_dims, 2 * channels, channels, kernel, device=device, dtype=dtype)
 
     def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, None]:
         self._check_inputs(fused, hidden, None)
@@ -227,7 +240,8 @@ class ConvLSTMGate(_ConvGate):
 
     Args:
         channels: :math:`C'_v`, channels of ``fused`` and ``hidden``.
-        kernel_size: Odd kernel size of the convolution (paper: 3).
+        kernel_size: Odd kernel size of the convolution (paper: 3), or one per spatial dimension.
+        spatial_dims: 1, 2 (default) or 3: the rank of the maps.
         device: Factory argument for the parameters.
         dtype: Factory argument for the parameters.
 
@@ -256,14 +270,13 @@ class ConvLSTMGate(_ConvGate):
         self,
         channels: int,
         *,
-        kernel_size: int = 3,
+        kernel_size: int | Sequence[int] = 3,
+        spatial_dims: int = 2,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(channels, kernel_size)
-        self.conv = nn.Conv2d(
-            2 * channels, 4 * channels, kernel_size, padding=kernel_size // 2, device=device, dtype=dtype
-        )
+        super().__init__(channels, kernel_size, spatial_dims)
+        self.conv = conv_layer(spatial_dims, 2 * channels, 4 * channels, self.kernel_size, device=device, dtype=dtype)
 
     def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check_inputs(fused, hidden, cell)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple, cast, overload
+import math
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple, cast, overload
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +15,6 @@ from igf._validation import (
     check_channels,
     check_choice,
     check_guidance_mask,
-    check_odd_kernel_size,
     check_parameter_dtype,
     check_positive_int,
     check_same_batch,
@@ -23,6 +24,7 @@ from igf.functional import masked_mean, resize_to
 from igf.fused import CheckpointedASGateStep, autocast_cast, autocast_off, fused_path_applies
 from igf.fusion import BilinearFusionUnit
 from igf.gates import GATES, ASGate, GateFactory
+from igf.spatial import check_spatial_dims, conv_layer, conv_same, guided_layout, kernel_tuple
 
 __all__ = ["OUTPUT_MODES", "IGFOutput", "IterativeGatedFusion", "OutputMode"]
 
@@ -30,6 +32,9 @@ OutputMode = Literal["all_fusions", "last_fusion", "last_gate", "fusions_and_las
 
 OUTPUT_MODES: tuple[str, ...] = ("all_fusions", "last_fusion", "last_gate", "fusions_and_last_gate")
 """The output modes of paper Table 5, by the name ``output_mode=`` accepts."""
+
+Guidance1D = Literal["tokens", "map"]
+"""With ``spatial_dims=1``, what a three-dim guidance is: tokens ``(B, T, C_x)`` or a map ``(B, C_x, t)``."""
 
 # Modes whose output reads the last gate's G_L; in the others the last gate is never built.
 _MODES_USING_LAST_GATE = ("last_gate", "fusions_and_last_gate")
@@ -66,12 +71,20 @@ class IterativeGatedFusion(nn.Module):
     and the output (Eq. 4, default mode) is :math:`\mathrm{Conv3x3}([F_1; \dots; F_L])`,
     shaped like the guided input, so IGF can replace ``Y`` in a network.
 
+    The guided map may be 1-D ``(B, C_y, T)`` (a sequence: audio, sensor, video frame features),
+    2-D ``(B, C_y, H, W)`` (the paper's image features; the default) or 3-D ``(B, C_y, D, H, W)``
+    (a clip or a volume), chosen by ``spatial_dims`` at construction: every convolution has that
+    rank, and the gates' and output kernel sizes may differ per dimension (``kernel_size=(1, 3, 3)``
+    mixes no frames). Shapes below are written for ``spatial_dims=2``; ``H, W`` stands for ``T`` in
+    1-D and for ``D, H, W`` in 3-D. A 2-D model's state dict keeps its keys and shapes.
+
     Guidance can be a vector ``(B, C_x)`` (e.g. a sentence embedding): it is
     projected once as a vector and broadcast, never tiled to ``(B, C, H, W)``.
     Or it can be a map ``(B, C_x, h, w)`` of any size (e.g. coarser visual
-    features): it is resized bilinearly to the guided map's ``H x W``. Since
-    bilinear resizing and a 1x1 convolution commute, the projection runs at the
-    smaller of the two resolutions. A ``1 x 1`` map is treated as a vector.
+    features): it is resized (linear, bilinear or trilinear, by rank) to the guided
+    map's ``H x W``. Since such resizing and a 1x1 convolution commute, the projection
+    runs at the smaller of the two resolutions. A map of size 1 in every dimension is
+    treated as a vector.
     Beyond the paper, a token sequence ``(B, T, C_x)`` with an optional padding
     mask ``(B, T)`` is pooled to a vector by a masked mean (which equals pooling
     the projected tokens). The guidance branch ``tanh(W1 x)`` of every fusion
@@ -97,7 +110,12 @@ class IterativeGatedFusion(nn.Module):
             ``F_L``; ``"last_gate"`` ``G_L``; ``"fusions_and_last_gate"``
             ``[F_1..F_{L-1}; G_L]``. Only modules whose output is read are built:
             in ``"all_fusions"`` and ``"last_fusion"`` there are ``L - 1`` gates.
-        kernel_size: Odd kernel size of the gates' and the output convolutions (paper: 3).
+        kernel_size: Odd kernel size of the gates' and the output convolutions (paper: 3), one for
+            every spatial dimension or one per dimension (e.g. ``(1, 3, 3)`` in 3-D).
+        spatial_dims: 1, 2 (default) or 3: the rank of the guided map (see above).
+        guidance_1d: With ``spatial_dims=1`` only, what a guidance of three dims is: ``"tokens"``
+            (default), a token sequence ``(B, T, C_x)``, or ``"map"``, a 1-D map ``(B, C_x, t)``
+            resized to the guided length.
         checkpoint: Recompute each step's activations in the backward pass
             instead of storing them (activation checkpointing), trading
             compute for memory in training. No effect without autograd. With
@@ -168,7 +186,9 @@ class IterativeGatedFusion(nn.Module):
         guidance_hidden_channels: int | None = None,
         out_channels: int | None = None,
         output_mode: OutputMode = "all_fusions",
-        kernel_size: int = 3,
+        kernel_size: int | Sequence[int] = 3,
+        spatial_dims: int = 2,
+        guidance_1d: Guidance1D = "tokens",
         checkpoint: bool = False,
         fused: bool = True,
         device: torch.device | str | None = None,
@@ -186,29 +206,46 @@ class IterativeGatedFusion(nn.Module):
         out_channels = guided_channels if out_channels is None else out_channels
         self.out_channels = check_positive_int("out_channels", out_channels)
         self.output_mode = check_choice("output_mode", output_mode, OUTPUT_MODES)
-        check_odd_kernel_size(kernel_size)
+        self.spatial_dims = rank = check_spatial_dims(spatial_dims)
+        self.kernel_size = kernel_tuple(rank, kernel_size)
+        self.guidance_1d = check_choice("guidance_1d", guidance_1d, ("tokens", "map"))
+        if guidance_1d == "map" and rank != 1:
+            raise ValueError(f"guidance_1d='map' is for spatial_dims=1 (a 1-D guidance map), got spatial_dims={rank}")
+        self.heads = heads
+        self.guidance_hidden_channels = guidance_hidden_channels
         self.checkpoint = bool(checkpoint)
         self.fused = bool(fused)
         gate_factory = _resolve_gate(gate)
-
-        self.guidance_proj = nn.Conv2d(guidance_channels, guidance_hidden_channels, 1, device=device, dtype=dtype)
-        self.guided_proj = nn.Conv2d(guided_channels, hidden_channels, 1, device=device, dtype=dtype)
+        self.gate_name = gate if isinstance(gate, str) else getattr(gate, "__name__", repr(gate))
+        self.guidance_proj = conv_layer(
+            rank, guidance_channels, guidance_hidden_channels, 1, device=device, dtype=dtype
+        )
+        self.guided_proj = conv_layer(rank, guided_channels, hidden_channels, 1, device=device, dtype=dtype)
         self.fusions = nn.ModuleList(
             BilinearFusionUnit(
-                guidance_hidden_channels, hidden_channels, heads=heads, fused=fused, device=device, dtype=dtype
+                guidance_hidden_channels,
+                hidden_channels,
+                heads=heads,
+                spatial_dims=rank,
+                fused=fused,
+                device=device,
+                dtype=dtype,
             )
             for _ in range(num_layers)
         )
         num_gates = num_layers if output_mode in _MODES_USING_LAST_GATE else num_layers - 1
+        # a factory written for 2-D maps is called as before; other ranks are named to it
+        gate_kwargs: dict[str, Any] = {"device": device, "dtype": dtype} | ({} if rank == 2 else {"spatial_dims": rank})
+        gate_kernel = kernel_size if isinstance(kernel_size, int) else self.kernel_size
         self.gates = nn.ModuleList(
-            gate_factory(hidden_channels, kernel_size=kernel_size, device=device, dtype=dtype) for _ in range(num_gates)
+            gate_factory(hidden_channels, kernel_size=gate_kernel, **gate_kwargs) for _ in range(num_gates)
         )
         for built_gate in self.gates:
             if isinstance(built_gate, ASGate):
                 built_gate.fused = self.fused
         read_maps = num_layers if output_mode in _MODES_CONCATENATING else 1
-        self.out_proj = nn.Conv2d(
-            read_maps * hidden_channels, out_channels, kernel_size, padding=kernel_size // 2, device=device, dtype=dtype
+        self.out_proj = conv_layer(
+            rank, read_maps * hidden_channels, out_channels, self.kernel_size, device=device, dtype=dtype
         )
 
     @overload
@@ -240,9 +277,9 @@ class IterativeGatedFusion(nn.Module):
         return_intermediates: bool = False,
     ) -> Tensor | IGFOutput:
         self._check_inputs(guidance, guided, guidance_mask)
-        if guidance.dim() == 3:
+        if self._is_token_sequence(guidance):
             guidance = masked_mean(guidance, guidance_mask)
-        guidance = self._project_guidance(guidance, (guided.shape[-2], guided.shape[-1]))
+        guidance = self._project_guidance(guidance, tuple(guided.shape[2:]))
         hidden = self.guided_proj(guided)
         if self.checkpoint and self._lean_checkpoint_applies():
             output, fusions, gates = self._forward_lean_checkpoint(guidance, hidden)
@@ -322,10 +359,8 @@ class IterativeGatedFusion(nn.Module):
         if self.output_mode in _MODES_USING_LAST_GATE:
             (last_hidden,) = autocast_cast(hidden)
             assert last_hidden is not None
-            partials.append(
-                F.conv2d(last_hidden, weight[:, len(read_fusions) * width :], padding=self.out_proj.padding)
-            )
-        return torch.stack(partials).sum(0) + bias[:, None, None], fusions, gates
+            partials.append(conv_same(last_hidden, weight[:, len(read_fusions) * width :]))
+        return torch.stack(partials).sum(0) + bias.view(-1, *(1,) * self.spatial_dims), fusions, gates
 
     def _step(
         self, step: int, guidance: Tensor, hidden: Tensor, cell: Tensor | None
@@ -338,28 +373,36 @@ class IterativeGatedFusion(nn.Module):
         next_hidden, next_cell = self.gates[step](fused, hidden, cell)
         return fused, next_hidden, next_cell
 
-    def _project_guidance(self, guidance: Tensor, size: tuple[int, int]) -> Tensor:
-        """``x = Conv1x1(X)``: ``(B, C'_l)`` for a vector, ``(B, C'_l, H, W)`` for a map."""
+    def _is_token_sequence(self, guidance: Tensor) -> bool:
+        """Whether ``guidance`` is a token sequence ``(B, T, C_x)`` (three dims, unless ``guidance_1d="map"``)."""
+        return guidance.dim() == 3 and self.guidance_1d == "tokens"
+
+    def _project_guidance(self, guidance: Tensor, size: tuple[int, ...]) -> Tensor:
+        """``x = Conv1x1(X)``: ``(B, C'_l)`` for a vector, ``(B, C'_l, *size)`` for a map."""
         weight, bias = self.guidance_proj.weight, self.guidance_proj.bias
-        if guidance.dim() == 4 and guidance.shape[-2] == 1 and guidance.shape[-1] == 1:
-            guidance = guidance.flatten(1)  # a 1x1 map resizes to a constant map: it is a vector
+        if guidance.dim() > 2 and all(extent == 1 for extent in guidance.shape[2:]):
+            guidance = guidance.flatten(1)  # a map of size 1 resizes to a constant map: it is a vector
         if guidance.dim() == 2:
             return F.linear(guidance, weight.flatten(1), bias)
-        source_pixels = guidance.shape[-2] * guidance.shape[-1]
-        if (guidance.shape[-2], guidance.shape[-1]) == size:
+        if tuple(guidance.shape[2:]) == size:
             return cast(Tensor, self.guidance_proj(guidance))
-        if source_pixels < size[0] * size[1]:
-            # Project at the lower resolution, then resize (bilinear weights sum to one: same result).
+        if math.prod(guidance.shape[2:]) < math.prod(size):
+            # Project at the lower resolution, then resize (interpolation weights sum to one: same result).
             return resize_to(self.guidance_proj(guidance), size)
         return cast(Tensor, self.guidance_proj(resize_to(guidance, size)))
 
     def _check_inputs(self, guidance: Tensor, guided: Tensor, guidance_mask: Tensor | None) -> None:
-        check_tensor("guided", guided, ndims=(4,), layout="(B, C_y, H, W)")
-        check_tensor("guidance", guidance, ndims=(2, 3, 4), layout="(B, C_x), (B, T, C_x) or (B, C_x, h, w)")
+        rank = self.spatial_dims
+        check_tensor("guided", guided, ndims=(2 + rank,), layout=guided_layout(rank, "C_y"), spatial_dims=rank)
+        forms = {2: "(B, C_x)", 3: "(B, T, C_x)", 2 + rank: guided_layout(rank, "C_x", any_size=True)}
+        if rank == 1:
+            forms[3] = "(B, T, C_x)" if self.guidance_1d == "tokens" else guided_layout(1, "C_x", any_size=True)
+        layout = ", ".join(forms[ndim] for ndim in sorted(forms)[:-1]) + " or " + forms[max(forms)]
+        check_tensor("guidance", guidance, ndims=sorted(forms), layout=layout, spatial_dims=rank)
         if guidance_mask is not None:
-            check_guidance_mask(guidance_mask, guidance)
+            check_guidance_mask(guidance_mask, guidance, is_token_sequence=self._is_token_sequence(guidance))
         check_channels("guided", guided, self.guided_channels)
-        check_channels("guidance", guidance, self.guidance_channels, dim=2 if guidance.dim() == 3 else 1)
+        check_channels("guidance", guidance, self.guidance_channels, dim=2 if self._is_token_sequence(guidance) else 1)
         check_same_batch("guidance", guidance, "guided", guided)
         check_parameter_dtype("guided", guided, self.guided_proj.weight)
         check_parameter_dtype("guidance", guidance, self.guidance_proj.weight)

@@ -18,9 +18,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-__all__ = ["SPATIAL_DIMS", "check_spatial_dims", "conv_class", "guided_layout", "interpolation_mode", "kernel_tuple"]
+__all__ = [
+    "SPATIAL_DIMS",
+    "check_spatial_dims",
+    "conv_class",
+    "conv_layer",
+    "conv_same",
+    "guided_layout",
+    "interpolation_mode",
+    "kernel_tuple",
+    "same_padding",
+]
 
 SPATIAL_DIMS: tuple[int, ...] = (1, 2, 3)
 """The spatial ranks igf supports."""
@@ -28,6 +40,7 @@ SPATIAL_DIMS: tuple[int, ...] = (1, 2, 3)
 _CONVS: dict[int, type[nn.Conv1d] | type[nn.Conv2d] | type[nn.Conv3d]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 _AXES = {1: ("T",), 2: ("H", "W"), 3: ("D", "H", "W")}
+_CONV_FUNCTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 def check_spatial_dims(spatial_dims: object) -> int:
@@ -47,9 +60,14 @@ def interpolation_mode(spatial_dims: int) -> str:
     return _MODES[check_spatial_dims(spatial_dims)]
 
 
-def guided_layout(spatial_dims: int, channels: str = "C") -> str:
-    """The shape of a feature map of the rank, for messages: ``(B, C, T)``, ``(B, C, H, W)``, ``(B, C, D, H, W)``."""
-    return "(" + ", ".join(("B", channels, *_AXES[check_spatial_dims(spatial_dims)])) + ")"
+def guided_layout(spatial_dims: int, channels: str = "C", *, any_size: bool = False) -> str:
+    """The shape of a feature map of the rank, for messages: ``(B, C, T)``, ``(B, C, H, W)``, ``(B, C, D, H, W)``.
+
+    With ``any_size=True`` the axes are lower case (``(B, C, h, w)``): a map of any size, e.g. a guidance
+    map that is resized to the guided map.
+    """
+    axes = _AXES[check_spatial_dims(spatial_dims)]
+    return "(" + ", ".join(("B", channels, *(axis.lower() if any_size else axis for axis in axes))) + ")"
 
 
 def kernel_tuple(spatial_dims: int, kernel_size: int | Sequence[int]) -> tuple[int, ...]:
@@ -69,6 +87,48 @@ def kernel_tuple(spatial_dims: int, kernel_size: int | Sequence[int]) -> tuple[i
         isinstance(k, int) and not isinstance(k, bool) and k > 0 and k % 2 == 1 for k in sizes
     ):
         raise ValueError(
-            f"kernel_size must be a positive odd int or {rank} of them for spatial_dims={rank}, got {kernel_size!r}"
+            f"kernel_size must be odd and positive (so that padding keeps the size): one int or {rank} of them "
+            f"for spatial_dims={rank}, got {kernel_size!r}"
         )
     return sizes
+
+
+def conv_layer(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | Sequence[int],
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> nn.Conv1d | nn.Conv2d | nn.Conv3d:
+    """A convolution of the rank with bias and ``same`` padding (``k // 2`` per dimension; ``kernel_size`` checked).
+
+    Example::
+
+        >>> conv_layer(3, 4, 8, (1, 3, 3))
+        Conv3d(4, 8, kernel_size=(1, 3, 3), stride=(1, 1, 1), padding=(0, 1, 1))
+    """
+    kernel = kernel_tuple(spatial_dims, kernel_size)
+    padding = tuple(size // 2 for size in kernel)
+    conv = conv_class(spatial_dims)
+    return conv(in_channels, out_channels, kernel, padding=padding, device=device, dtype=dtype)  # type: ignore[arg-type]
+
+
+def same_padding(weight: Tensor) -> list[int]:
+    """The padding ``k // 2`` per spatial dimension that keeps the size for a convolution ``weight`` of odd kernel."""
+    return [size // 2 for size in weight.shape[2:]]
+
+
+def conv_same(inputs: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """The convolution of the weight's rank (``conv1d``/``conv2d``/``conv3d``) with :func:`same_padding`.
+
+    Args:
+        inputs: ``(B, C_in, *spatial)`` with ``weight.dim() - 2`` spatial dimensions.
+        weight: ``(C_out, C_in, *kernel)``, every kernel size odd.
+        bias: ``(C_out,)`` or ``None``.
+
+    Returns:
+        ``(B, C_out, *spatial)``.
+    """
+    return _CONV_FUNCTIONS[weight.dim() - 2](inputs, weight, bias, padding=same_padding(weight))

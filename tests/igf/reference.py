@@ -4,6 +4,9 @@ They read weights from a module's ``state_dict`` by its documented key names and
 compute each equation as literally as possible: loops over heads and layers,
 explicit tiling of a vector guidance, explicit zero cell state, the paper's
 resize-then-project order. The library is compared against these in float64.
+
+Every function works in any spatial rank: maps ``(B, C, T)``, ``(B, C, H, W)`` or
+``(B, C, D, H, W)``; the rank is read from the tensors.
 """
 
 from __future__ import annotations
@@ -15,29 +18,40 @@ from torch import Tensor
 StateDict = dict[str, Tensor]
 
 
+CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+INTERPOLATION = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def per_channel(bias: Tensor, feature: Tensor) -> Tensor:
+    """``(C,)`` as ``(1, C, 1, ...)`` for a map of ``feature``'s rank."""
+    return bias.view(1, -1, *(1,) * (feature.dim() - 2))
+
+
 def conv1x1(state: StateDict, prefix: str, feature: Tensor) -> Tensor:
-    weight = state[f"{prefix}.weight"][:, :, 0, 0]
+    weight = state[f"{prefix}.weight"].flatten(1)
     bias = state[f"{prefix}.bias"]
-    return torch.einsum("oc,bchw->bohw", weight, feature) + bias[None, :, None, None]
+    return torch.einsum("oc,bc...->bo...", weight, feature) + per_channel(bias, feature)
 
 
 def conv3x3(state: StateDict, prefix: str, feature: Tensor, *, out: slice | None = None) -> Tensor:
+    """The same-size convolution (any odd kernel, per dimension) of the feature's rank."""
     weight, bias = state[f"{prefix}.weight"], state[f"{prefix}.bias"]
     if out is not None:
         weight, bias = weight[out], bias[out]
-    return F.conv2d(feature, weight, bias, padding=weight.shape[-1] // 2)
+    padding = [size // 2 for size in weight.shape[2:]]
+    return CONVOLUTIONS[feature.dim() - 2](feature, weight, bias, padding=padding)
 
 
 def fusion_unit(state: StateDict, prefix: str, guidance_map: Tensor, guided: Tensor, heads: int) -> Tensor:
     """Eq. 2 with one explicit matrix per head and a map (tiled if need be) guidance."""
     channels = guided.shape[1]
-    w1, b1 = state[f"{prefix}.proj_guidance.weight"][:, :, 0, 0], state[f"{prefix}.proj_guidance.bias"]
-    w2, b2 = state[f"{prefix}.proj_guided.weight"][:, :, 0, 0], state[f"{prefix}.proj_guided.bias"]
+    w1, b1 = state[f"{prefix}.proj_guidance.weight"].flatten(1), state[f"{prefix}.proj_guidance.bias"]
+    w2, b2 = state[f"{prefix}.proj_guided.weight"].flatten(1), state[f"{prefix}.proj_guided.bias"]
     total = torch.zeros_like(guided)
     for head in range(heads):
         rows = slice(head * channels, (head + 1) * channels)
-        from_guidance = torch.einsum("oc,bchw->bohw", w1[rows], guidance_map) + b1[rows, None, None]
-        from_guided = torch.einsum("oc,bchw->bohw", w2[rows], guided) + b2[rows, None, None]
+        from_guidance = torch.einsum("oc,bc...->bo...", w1[rows], guidance_map) + per_channel(b1[rows], guided)
+        from_guided = torch.einsum("oc,bc...->bo...", w2[rows], guided) + per_channel(b2[rows], guided)
         total = total + torch.tanh(from_guidance) * torch.tanh(from_guided)
     return torch.tanh(total)
 
@@ -98,11 +112,11 @@ def iterative_gated_fusion(
     output_mode: str,
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """Eq. 1-4 with the paper's order: tile/resize the guidance, then project; loop over L layers."""
-    height, width = guided.shape[-2:]
+    size = guided.shape[2:]
     if guidance.dim() == 2:
-        guidance = guidance[:, :, None, None].expand(-1, -1, height, width)  # explicit tiling
-    elif guidance.shape[-2:] != guided.shape[-2:]:
-        guidance = F.interpolate(guidance, size=(height, width), mode="bilinear", align_corners=False)
+        guidance = guidance.view(*guidance.shape, *(1,) * len(size)).expand(-1, -1, *size)  # explicit tiling
+    elif guidance.shape[2:] != size:
+        guidance = F.interpolate(guidance, size=size, mode=INTERPOLATION[len(size)], align_corners=False)
     x = conv1x1(state, "guidance_proj", guidance)
     hidden = conv1x1(state, "guided_proj", guided)
     cell = torch.zeros_like(hidden)

@@ -51,7 +51,12 @@ def test_constructor_errors(build: Callable[[], object], error: type[Exception],
 
 
 FORWARD_ERRORS: list[tuple[object, object, type[Exception], str]] = [
-    (GOOD_GUIDANCE, torch.randn(6, 4, 4), ValueError, "guided must have shape (B, C_y, H, W) (4 dims), got 3 dims"),
+    (
+        GOOD_GUIDANCE,
+        torch.randn(6, 4, 4),
+        ValueError,
+        "guided must have shape (B, C_y, H, W) (4 dims) for spatial_dims=2, got 3 dims",
+    ),
     (
         GOOD_GUIDANCE,
         torch.randn(2, 5, 4, 4),
@@ -66,7 +71,7 @@ FORWARD_ERRORS: list[tuple[object, object, type[Exception], str]] = [
         torch.randn(8),
         GOOD_GUIDED,
         ValueError,
-        "guidance must have shape (B, C_x), (B, T, C_x) or (B, C_x, h, w) (2 or 3 or 4 dims), got 1",
+        "guidance must have shape (B, C_x), (B, T, C_x) or (B, C_x, h, w) (2 or 3 or 4 dims) for spatial_dims=2, got 1",
     ),
     (
         GOOD_GUIDANCE,
@@ -119,7 +124,7 @@ def test_igf_forward_errors(guidance: object, guided: object, error: type[Except
         (
             (torch.randn(2, 3), torch.randn(2, 3, 2, 2)),
             ValueError,
-            "fused must have shape (B, C, H, W) (4 dims), got 2 dims",
+            "fused must have shape (B, C, H, W) (4 dims) for spatial_dims=2, got 2 dims",
         ),
         (
             (torch.randn(2, 3, 2, 2), torch.randn(2, 3, 2, 3)),
