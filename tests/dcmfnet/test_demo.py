@@ -74,6 +74,86 @@ def test_request_mask_is_the_api_mask(segmenter: Segmenter, tmp_path, as_file: b
     assert f'"{scene.expression}"' in response.message and "the request took" in response.message
 
 
+def test_request_groups_have_captions_and_one_scale_per_site(segmenter: Segmenter) -> None:
+    scene = demo.builtin_scene(3)
+    response = demo.segment_request(segmenter, scene.image, scene.expression)
+    expected = segmenter.segment(scene.image, scene.expression, return_maps=True)
+    assert expected.fusion_maps is not None
+    assert list(response.groups) == ["stages", *expected.fusion_maps]
+    assert set(response.groups) <= set(demo.MAP_GROUPS) and set(demo.MAP_GROUPS) <= set(demo.GROUP_CAPTIONS)
+    assert [c for _, c in response.groups["stages"]] == ["LGVE-1", "LGVE-2", "MLFF"]
+    for site, caption in (("e3", "LGVE-1"), ("e4", "LGVE-1"), ("enc", "LGVE-2"), ("dec", "MLFF")):
+        assert caption in demo.GROUP_CAPTIONS[site] and "Bright" in demo.GROUP_CAPTIONS[site]
+    assert "blue = weak, red = strong" in demo.MAP_LEGEND
+
+
+def test_steps_of_one_site_share_a_colour_scale() -> None:
+    """F_2 = 3 F_1: on one scale F_1 is drawn colder than F_2 (each on its own scale they would look the same)."""
+    from dcmfnet.visualize import colour_bar, feature_map_groups
+
+    image = np.full((16, 24, 3), 128, dtype=np.uint8)
+    feature = torch.rand(1, 4, 4, 6, generator=torch.Generator().manual_seed(0)) + 0.5
+    groups = feature_map_groups(image, {}, {"e3": [feature, 3 * feature]})
+    (first, _), (second, _) = groups["e3"]
+    assert first.shape == second.shape == image.shape  # the image's aspect, not a square crop
+    assert not np.array_equal(first, second)
+    red = lambda picture: float(picture[..., 0].astype(int).mean() - picture[..., 2].astype(int).mean())  # noqa: E731
+    assert red(second) > red(first)
+    bar = colour_bar(width=100)
+    assert bar.shape == (14, 100, 3) and bar[0, 0, 2] > bar[0, 0, 0] and bar[0, -1, 0] > bar[0, -1, 2]
+
+
+def test_threshold_control(segmenter: Segmenter) -> None:
+    scene = demo.builtin_scene(3)
+    default = demo.segment_request(segmenter, scene.image, scene.expression)
+    low = demo.segment_request(segmenter, scene.image, scene.expression, threshold=0.05)
+    high = demo.segment_request(segmenter, scene.image, scene.expression, threshold=0.95)
+    assert default.mask is not None and low.mask is not None and high.mask is not None
+    assert (low.mask > 0).sum() >= (default.mask > 0).sum() >= (high.mask > 0).sum()
+    assert (low.mask > 0).sum() > (high.mask > 0).sum()
+    assert "over probability 0.95" in high.message
+    for bad in (0.0, 1.0, -1.0):
+        response = demo.segment_request(segmenter, scene.image, scene.expression, threshold=bad)
+        assert f"the mask threshold must lie strictly between 0 and 1, got {bad}" in response.message
+        assert response.mask is None
+
+
+def test_error_names_the_upload_not_the_server_path(segmenter: Segmenter, tmp_path) -> None:
+    broken = tmp_path / "gradio" / "0123abcd" / "holiday.png"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"this is not an image")
+    response = demo.segment_request(segmenter, str(broken), "the red circle", image_name="holiday.png")
+    assert "cannot read image 'holiday.png'" in response.message, response.message
+    assert str(tmp_path) not in response.message
+
+
+def test_served_log_has_no_share_hint(segmenter: Segmenter, capfd) -> None:
+    import threading
+    import time
+    import urllib.request
+
+    app = demo.build_app(segmenter, seed=0)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = threading.Thread(target=demo.launch, kwargs={"app": app, "host": "127.0.0.1", "port": port}, daemon=True)
+    server.start()
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "the demo did not start"
+            time.sleep(0.2)
+    app.close()
+    server.join(timeout=30)
+    log = "".join(capfd.readouterr())
+    assert f"DCMFNet demo at {url} (this machine only)" in log
+    assert "share" not in log.lower() and "public link" not in log.lower(), log
+
+
 def test_request_maps_are_thumbnails(segmenter: Segmenter) -> None:
     photo = np.random.default_rng(0).integers(0, 256, size=(600, 900, 3), dtype=np.uint8)
     response = demo.segment_request(segmenter, photo, "the red circle")

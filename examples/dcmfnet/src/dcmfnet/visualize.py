@@ -21,8 +21,10 @@ from PIL import Image
 
 __all__ = [
     "OVERLAY_TINTS",
+    "colour_bar",
     "contrasting_tint",
     "feature_energy",
+    "feature_map_groups",
     "feature_map_images",
     "heatmap_overlay",
     "overlay_mask",
@@ -254,12 +256,32 @@ def heatmap_overlay(image: np.ndarray, energy: np.ndarray, *, alpha: float = 0.5
     return ((1 - alpha) * image.astype(np.float32) + alpha * heat).clip(0, 255).astype(np.uint8)
 
 
-def feature_map_images(
+def _raw_energy(feature: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Channel-mean of ``|feature|``, resized to ``size`` (not rescaled)."""
+    feature = feature.detach().float()
+    if feature.dim() == 4:
+        feature = feature[0]
+    energy = feature.abs().mean(dim=0, keepdim=True)[None]
+    return torch.nn.functional.interpolate(energy, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def _rescale(energies: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Maps in [0, 1] on one scale: 0 at the lowest value of all of them, 1 at the highest."""
+    low = min(float(e.min()) for e in energies)
+    high = max(float(e.max()) for e in energies)
+    return [(e - low) / max(high - low, 1e-12) for e in energies]
+
+
+def feature_map_groups(
     image: np.ndarray,
     stage_maps: Mapping[str, torch.Tensor],
     fusion_maps: Mapping[str, Sequence[torch.Tensor]],
-) -> list[tuple[np.ndarray, str]]:
-    """The Fig. 6 and Fig. 7 maps of :func:`save_feature_maps` as ``(H, W, 3)`` uint8 arrays with captions.
+) -> dict[str, list[tuple[np.ndarray, str]]]:
+    """The Fig. 6 and Fig. 7 maps as pictures, grouped: ``"stages"``, then one group per IGF site.
+
+    Colour (``jet``: blue low, red high) shows the feature's mean absolute activation over its channels
+    at each place. The ``F_1 … F_L`` of one site share one scale (0 at the lowest value of all its
+    steps, 1 at the highest), so steps compare; each stage map (different features) has its own.
 
     Args:
         image: ``(H, W, 3)`` uint8 input image (each map is drawn over it at its size).
@@ -267,11 +289,39 @@ def feature_map_images(
         fusion_maps: IGF site -> its ``(F_1, ..., F_L)`` (Fig. 7).
 
     Returns:
+        group -> ``(picture, caption)`` pairs: ``"stages"`` (captioned by the stage names), then each
+        site (``"IGF e3: F_1"``, …) in the order of ``fusion_maps``.
+    """
+    size = image.shape[:2]
+    groups: dict[str, list[tuple[np.ndarray, str]]] = {}
+    if stage_maps:
+        groups["stages"] = [
+            (heatmap_overlay(image, _rescale([_raw_energy(feature, size)])[0]), name)
+            for name, feature in stage_maps.items()
+        ]
+    for site, fusions in fusion_maps.items():
+        if not fusions:
+            continue
+        energies = _rescale([_raw_energy(feature, size) for feature in fusions])
+        groups[site] = [(heatmap_overlay(image, e), f"IGF {site}: F_{t}") for t, e in enumerate(energies, start=1)]
+    return groups
+
+
+def feature_map_images(
+    image: np.ndarray,
+    stage_maps: Mapping[str, torch.Tensor],
+    fusion_maps: Mapping[str, Sequence[torch.Tensor]],
+) -> list[tuple[np.ndarray, str]]:
+    """The pictures of :func:`feature_map_groups` in one list: the stage maps, then every site's ``F_t``.
+
+    Returns:
         ``(picture, caption)`` pairs: the stage maps first (captioned by their names), then every
         site's ``F_t`` in order (``"IGF e3: F_1"``, …).
     """
-    size = image.shape[:2]
-    labelled = list(stage_maps.items())
-    for site, fusions in fusion_maps.items():
-        labelled += [(f"IGF {site}: F_{t}", feature) for t, feature in enumerate(fusions, start=1)]
-    return [(heatmap_overlay(image, feature_energy(feature, size)), label) for label, feature in labelled]
+    return [pair for group in feature_map_groups(image, stage_maps, fusion_maps).values() for pair in group]
+
+
+def colour_bar(width: int = 256, height: int = 14) -> np.ndarray:
+    """The colour scale of the heat maps (``jet``, low on the left, high on the right) as ``(height, width, 3)``."""
+    ramp = plt.get_cmap("jet")(np.linspace(0.0, 1.0, width))[:, :3] * 255.0
+    return np.repeat(ramp[None].astype(np.uint8), height, axis=0)
