@@ -13,11 +13,11 @@ runs; ``--budget-s`` caps the whole):
 ==========  =====  ===================================================================
 part        limit  what, and where it writes (under OUT)
 ==========  =====  ===================================================================
-tests       100 s  ``pytest -m cuda`` on every ``tests/**/test_cuda.py``: IGF fused against
+tests        90 s  ``pytest -m cuda`` on every ``tests/**/test_cuda.py``: IGF fused against
                    plain and against the CPU for the three gates, bf16/fp16 autocast,
                    ``torch.compile`` (Inductor), checkpointing's peak; DCMFNet training steps
                    and CPU parity (``model_cpu``). ``tests/junit.xml``, ``tests/log.txt``
-training   130 s  ``python -m benchmarks.training_peak``: ``paper_resnet101`` and ``paper_swin``
+training   120 s  ``python -m benchmarks.training_peak``: ``paper_resnet101`` and ``paper_swin``
                    at batch 6, 480x480, fp32 and bf16 autocast, a few Adam steps each: peak of
                    ``torch.cuda.max_memory_allocated`` beside ``dcmfnet stats --memory``'s
                    prediction, and images/s. ``training/training.{json,md}``
@@ -25,7 +25,7 @@ igf        150 s  ``python -m benchmarks.run --device cuda --groups fused,checkp
                    --match /L5/fwdbwd/``: E3, E4, E_enc, E_dec at 480x480, batch 6 (paper §4.1),
                    forward + backward, fused against plain, checkpointing on and off, bf16 and
                    fp16 autocast; time, conv floor, FLOPs, peak memory. ``igf/results.{json,md}``
-compile     90 s  ``python -m benchmarks.run --device cuda --groups compile --match fwdbwd``:
+compile    110 s  ``python -m benchmarks.run --device cuda --groups compile --match fwdbwd``:
                    compiled against eager at E3 (compile time apart). ``compile/results.{json,md}``
 ==========  =====  ===================================================================
 
@@ -85,14 +85,14 @@ def parts(out: Path) -> list[Part]:
     return [
         Part(
             "tests",
-            100,
+            90,
             python(f"-m pytest -m cuda -q -p no:cacheprovider --junitxml {to('tests')}/junit.xml {tests}"),
             "tests/junit.xml, tests/log.txt",
         ),
         Part(
             "training",
-            130,
-            python(f"-m benchmarks.training_peak --device cuda --budget-s 100 --output-dir {to('training')}"),
+            120,
+            python(f"-m benchmarks.training_peak --device cuda --budget-s 95 --output-dir {to('training')}"),
             "training/training.md, training/training.json",
         ),
         Part(
@@ -103,7 +103,7 @@ def parts(out: Path) -> list[Part]:
         ),
         Part(
             "compile",
-            90,
+            110,
             python(f"{bench} --groups compile --match fwdbwd --no-plots --output-dir {to('compile')}"),
             "compile/results.md, compile/results.json",
         ),

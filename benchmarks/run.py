@@ -1,4 +1,4 @@
-"""Entry point: ``python -m benchmarks.run [--device cpu|cuda] [--quick] [--groups G,...] [--match REGEX] --output-dir DIR``.
+"""Entry point: ``python -m benchmarks.run [--device cpu|cuda] [--quick] [--match REGEX] --output-dir DIR``.
 
 Writes to ``DIR``:
     results.json   environment + one record per case (written after every case, so an
