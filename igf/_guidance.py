@@ -103,9 +103,15 @@ def check_fusion_inputs(
         TypeError: Non-tensor or non-floating-point inputs, a mask that is not bool or integer, or a dtype that
             differs from the parameters' outside autocast.
     """
-    check_tensor("guided", guided, ndims=(2 + spatial_dims,), layout=guided_layout(spatial_dims, "C_y"))
+    check_tensor(
+        "guided",
+        guided,
+        ndims=(2 + spatial_dims,),
+        layout=guided_layout(spatial_dims, "C_y"),
+        spatial_dims=spatial_dims,
+    )
     ndims, layout = _guidance_ndims_and_layout(spatial_dims, guidance_1d)
-    check_tensor("guidance", guidance, ndims=ndims, layout=layout)
+    check_tensor("guidance", guidance, ndims=ndims, layout=layout, spatial_dims=spatial_dims)
     is_tokens = guidance_kind(guidance, guidance_1d) == "tokens"
     if guidance_mask is not None:
         if not is_tokens:  # a 1-D map has three dims too

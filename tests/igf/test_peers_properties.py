@@ -466,7 +466,9 @@ def test_forward_errors(
 
 @pytest.mark.parametrize("name", sorted(PEERS))
 def test_rank_errors_name_the_rank(name: str) -> None:
-    with pytest.raises(ValueError, match=re.escape("guided must have shape (B, C_y, D, H, W) (5 dims)")):
+    with pytest.raises(
+        ValueError, match=re.escape("guided must have shape (B, C_y, D, H, W) (5 dims) for spatial_dims=3, got 4 dims")
+    ):
         PEERS[name](8, 6, spatial_dims=3)(GOOD_GUIDANCE, GOOD_GUIDED)
     with pytest.raises(ValueError, match=re.escape("guidance must have shape (B, C_x) or (B, T, C_x) (2 or 3 dims)")):
         PEERS[name](8, 6, spatial_dims=1)(torch.randn(2, 8, 3, 3), torch.randn(2, 6, 5))
