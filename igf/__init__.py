@@ -12,7 +12,7 @@ Public API:
 Modules:
 
 - :mod:`igf.fused` -- the memory-lean autograd functions behind ``fused=True`` (the default).
-- :mod:`igf.functional` -- ``masked_mean`` (padding selected away) and ``resize_to`` (bilinear).
+- :mod:`igf.functional` -- ``masked_mean`` and ``masked_attention`` (padding selected away), ``resize_to``.
 - :mod:`igf.saved_activations` -- what one training forward saves for backward (SPEC §6).
 """
 

@@ -158,6 +158,16 @@ class ASGate(_ConvGate):
         self.conv_g = conv_layer(spatial_dims, 2 * channels, channels, kernel, device=device, dtype=dtype)
 
     def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, None]:
+        """One ASGate step (Eq. 3); shapes for ``spatial_dims=2`` (``(T,)`` in 1-D, ``(D, H, W)`` in 3-D).
+
+        Args:
+            fused: :math:`F_t`, ``(B, C, H, W)``; ``B`` may be 0.
+            hidden: :math:`G_{t-1}`, ``(B, C, H, W)``.
+            cell: Ignored; accepted for the common gate call shape.
+
+        Returns:
+            ``(G_t, None)``, ``G_t`` of shape ``(B, C, H, W)``.
+        """
         self._check_inputs(fused, hidden, None)
         if fused_path_applies(self.fused):
             z, g = self.conv_z, self.conv_g
@@ -167,6 +177,9 @@ class ASGate(_ConvGate):
             return new_hidden, None
         selection = sigmoid_of_temporary(self.conv_z(fused + hidden))
         return tanh_of_temporary(self.conv_g(concat_with_product(fused, selection))), None
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, fused={self.fused}"
 
 
 class ConvGRUGate(_ConvGate):
@@ -220,6 +233,16 @@ class ConvGRUGate(_ConvGate):
         self.conv_candidate = conv_layer(spatial_dims, 2 * channels, channels, kernel, device=device, dtype=dtype)
 
     def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, None]:
+        """One ConvGRU step; shapes for ``spatial_dims=2`` (``(T,)`` in 1-D, ``(D, H, W)`` in 3-D).
+
+        Args:
+            fused: :math:`F_t`, ``(B, C, H, W)``; ``B`` may be 0.
+            hidden: :math:`G_{t-1}`, ``(B, C, H, W)``.
+            cell: Ignored; accepted for the common gate call shape.
+
+        Returns:
+            ``(G_t, None)``, ``G_t`` of shape ``(B, C, H, W)``.
+        """
         self._check_inputs(fused, hidden, None)
         reset, update = torch.sigmoid(self.conv_gates(torch.cat([fused, hidden], dim=1))).chunk(2, dim=1)
         candidate = tanh(self.conv_candidate(torch.cat([fused, reset * hidden], dim=1)))
@@ -279,6 +302,16 @@ class ConvLSTMGate(_ConvGate):
         self.conv = conv_layer(spatial_dims, 2 * channels, 4 * channels, self.kernel_size, device=device, dtype=dtype)
 
     def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One ConvLSTM step; shapes for ``spatial_dims=2`` (``(T,)`` in 1-D, ``(D, H, W)`` in 3-D).
+
+        Args:
+            fused: :math:`F_t`, ``(B, C, H, W)``; ``B`` may be 0.
+            hidden: :math:`G_{t-1}`, ``(B, C, H, W)``.
+            cell: :math:`c_{t-1}`, ``(B, C, H, W)``, or ``None`` for zeros.
+
+        Returns:
+            ``(G_t, c_t)``, both ``(B, C, H, W)``.
+        """
         self._check_inputs(fused, hidden, cell)
         gates = self.conv(torch.cat([fused, hidden], dim=1))
         input_gate, forget_gate, output_gate, candidate = gates.chunk(4, dim=1)

@@ -20,18 +20,23 @@ from igf._validation import (
     check_same_batch,
     check_tensor,
 )
-from igf.functional import masked_mean, resize_to
+from igf.functional import masked_attention, masked_mean, resize_to
 from igf.fused import CheckpointedASGateStep, autocast_cast, autocast_off, fused_path_applies
 from igf.fusion import BilinearFusionUnit
 from igf.gates import GATES, ASGate, GateFactory
 from igf.spatial import check_spatial_dims, conv_layer, conv_same, guided_layout, kernel_tuple
 
-__all__ = ["OUTPUT_MODES", "IGFOutput", "IterativeGatedFusion", "OutputMode"]
+__all__ = ["OUTPUT_MODES", "TOKEN_POOLINGS", "IGFOutput", "IterativeGatedFusion", "OutputMode", "TokenPooling"]
 
 OutputMode = Literal["all_fusions", "last_fusion", "last_gate", "fusions_and_last_gate"]
 
 OUTPUT_MODES: tuple[str, ...] = ("all_fusions", "last_fusion", "last_gate", "fusions_and_last_gate")
 """The output modes of paper Table 5, by the name ``output_mode=`` accepts."""
+
+TokenPooling = Literal["mean", "attention"]
+
+TOKEN_POOLINGS: tuple[str, ...] = ("mean", "attention")
+"""How a token-sequence guidance is pooled, by the name ``token_pooling=`` accepts (not in the paper)."""
 
 Guidance1D = Literal["tokens", "map"]
 """With ``spatial_dims=1``, what a three-dim guidance is: tokens ``(B, T, C_x)`` or a map ``(B, C_x, t)``."""
@@ -87,7 +92,14 @@ class IterativeGatedFusion(nn.Module):
     treated as a vector.
     Beyond the paper, a token sequence ``(B, T, C_x)`` with an optional padding
     mask ``(B, T)`` is pooled to a vector by a masked mean (which equals pooling
-    the projected tokens). The guidance branch ``tanh(W1 x)`` of every fusion
+    the projected tokens). With ``token_pooling="attention"`` (also not in the
+    paper, which guides with one sentence vector) each position of the guided map
+    instead attends over the real tokens and uses its attended vector as a
+    per-position guidance: a map guidance derived from the words,
+    :math:`X_p = \mathrm{softmax}_{\text{real } t}(q_p \cdot k_t / \sqrt{C'_l})\, L_t` with
+    :math:`q = W_q Y` (``attention_query``, 1x1) and :math:`k = W_k L`
+    (``attention_key``, linear); a sample without real tokens gets a zero vector,
+    as the mean gives. The guidance branch ``tanh(W1 x)`` of every fusion
     unit is computed once per forward, not once per use.
 
     Args:
@@ -116,6 +128,10 @@ class IterativeGatedFusion(nn.Module):
         guidance_1d: With ``spatial_dims=1`` only, what a guidance of three dims is: ``"tokens"``
             (default), a token sequence ``(B, T, C_x)``, or ``"map"``, a 1-D map ``(B, C_x, t)``
             resized to the guided length.
+        token_pooling: How a token-sequence guidance becomes a guidance (not in the paper):
+            ``"mean"`` (default), the masked mean, a vector; ``"attention"``, each guided
+            position's attention over the tokens, a map (see above; adds ``attention_query``
+            and ``attention_key``, :math:`C'_l` wide). Vector and map guidance are unaffected.
         checkpoint: Recompute each step's activations in the backward pass
             instead of storing them (activation checkpointing), trading
             compute for memory in training. No effect without autograd. With
@@ -155,7 +171,8 @@ class IterativeGatedFusion(nn.Module):
 
     State dict keys: ``guidance_proj``, ``guided_proj`` (1x1 convolutions),
     ``fusions.{t}`` (:class:`~igf.BilinearFusionUnit`), ``gates.{t}``,
-    ``out_proj``.
+    ``out_proj``; with ``token_pooling="attention"`` also ``attention_query``,
+    ``attention_key``.
 
     Example:
         >>> import torch
@@ -189,6 +206,7 @@ class IterativeGatedFusion(nn.Module):
         kernel_size: int | Sequence[int] = 3,
         spatial_dims: int = 2,
         guidance_1d: Guidance1D = "tokens",
+        token_pooling: TokenPooling = "mean",
         checkpoint: bool = False,
         fused: bool = True,
         device: torch.device | str | None = None,
@@ -211,6 +229,9 @@ class IterativeGatedFusion(nn.Module):
         self.guidance_1d = check_choice("guidance_1d", guidance_1d, ("tokens", "map"))
         if guidance_1d == "map" and rank != 1:
             raise ValueError(f"guidance_1d='map' is for spatial_dims=1 (a 1-D guidance map), got spatial_dims={rank}")
+        self.token_pooling = check_choice("token_pooling", token_pooling, TOKEN_POOLINGS)
+        if token_pooling == "attention" and guidance_1d == "map":
+            raise ValueError("token_pooling='attention' pools token guidance, but guidance_1d='map' reads no tokens")
         self.heads = heads
         self.guidance_hidden_channels = guidance_hidden_channels
         self.checkpoint = bool(checkpoint)
@@ -221,6 +242,13 @@ class IterativeGatedFusion(nn.Module):
             rank, guidance_channels, guidance_hidden_channels, 1, device=device, dtype=dtype
         )
         self.guided_proj = conv_layer(rank, guided_channels, hidden_channels, 1, device=device, dtype=dtype)
+        self.attention_query: nn.Module | None = None
+        self.attention_key: nn.Module | None = None
+        if token_pooling == "attention":
+            self.attention_query = conv_layer(
+                rank, guided_channels, guidance_hidden_channels, 1, device=device, dtype=dtype
+            )
+            self.attention_key = nn.Linear(guidance_channels, guidance_hidden_channels, device=device, dtype=dtype)
         self.fusions = nn.ModuleList(
             BilinearFusionUnit(
                 guidance_hidden_channels,
@@ -276,10 +304,36 @@ class IterativeGatedFusion(nn.Module):
         guidance_mask: Tensor | None = None,
         return_intermediates: bool = False,
     ) -> Tensor | IGFOutput:
+        """Fuse ``guidance`` into ``guided`` over the L steps (Eq. 1-3) and read the output (Eq. 4).
+
+        Shapes are written for ``spatial_dims=2``: ``H, W`` stands for ``T`` in 1-D and ``D, H, W`` in 3-D.
+
+        Args:
+            guidance: :math:`X`: a vector ``(B, C_x)``; a map ``(B, C_x, h, w)`` of any size, resized
+                to ``(H, W)``; or a token sequence ``(B, T, C_x)``, pooled as ``token_pooling`` says.
+            guided: :math:`Y`, ``(B, C_y, H, W)``. ``B`` may be 0 (an empty output of the right shape).
+            guidance_mask: ``(B, T)`` bool or integer padding mask of a token sequence
+                (nonzero = real token); ``None`` = every token is real.
+            return_intermediates: Also return every :math:`F_t` and :math:`G_t`.
+
+        Returns:
+            ``(B, out_channels, H, W)``; with ``return_intermediates=True`` an :class:`IGFOutput`
+            ``(output, fusions, gates)``, each ``F_t`` and ``G_t`` ``(B, C'_v, H, W)``.
+
+        Raises:
+            ValueError: Inputs whose number of dims (for the rank), channels or batch size do not
+                match the constructor, a zero-size dimension other than ``B``, or a bad ``guidance_mask``.
+            TypeError: Non-tensor or non-floating-point inputs, or a dtype that differs from the
+                parameters' outside autocast.
+        """
         self._check_inputs(guidance, guided, guidance_mask)
-        if self._is_token_sequence(guidance):
-            guidance = masked_mean(guidance, guidance_mask)
-        guidance = self._project_guidance(guidance, tuple(guided.shape[2:]))
+        size = tuple(guided.shape[2:])
+        if self._is_token_sequence(guidance) and self.token_pooling == "attention":
+            guidance = self._attend_to_tokens(guidance, guided, guidance_mask)
+        elif self._is_token_sequence(guidance):
+            guidance = self._project_guidance(masked_mean(guidance, guidance_mask), size)
+        else:
+            guidance = self._project_guidance(guidance, size)
         hidden = self.guided_proj(guided)
         if self.checkpoint and self._lean_checkpoint_applies():
             output, fusions, gates = self._forward_lean_checkpoint(guidance, hidden)
@@ -377,6 +431,25 @@ class IterativeGatedFusion(nn.Module):
         """Whether ``guidance`` is a token sequence ``(B, T, C_x)`` (three dims, unless ``guidance_1d="map"``)."""
         return guidance.dim() == 3 and self.guidance_1d == "tokens"
 
+    def _attend_to_tokens(self, tokens: Tensor, guided: Tensor, mask: Tensor | None) -> Tensor:
+        """``x`` for ``token_pooling="attention"``: each position's attended tokens, projected, ``(B, C'_l, *spatial)``.
+
+        The tokens are projected before the attention (``T`` vectors, not one per position): the
+        attention weights of a position sum to one, or to zero for a sample without real tokens,
+        whose ``x`` is then the projection's bias, the projection of a zero vector.
+        """
+        assert self.attention_query is not None and self.attention_key is not None
+        if mask is not None:  # padding selected away before any product (it may hold NaN or inf)
+            tokens = torch.where(
+                mask.bool()[..., None], tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device)
+            )
+        weight, bias = self.guidance_proj.weight, self.guidance_proj.bias
+        queries = self.attention_query(guided).flatten(2).transpose(1, 2)  # (B, N, C'_l)
+        attended = masked_attention(queries, self.attention_key(tokens), F.linear(tokens, weight.flatten(1)), mask)
+        per_position = torch.unflatten(attended.transpose(1, 2), 2, guided.shape[2:])  # (B, C'_l, *spatial)
+        assert bias is not None
+        return per_position + bias.view(-1, *(1,) * self.spatial_dims)
+
     def _project_guidance(self, guidance: Tensor, size: tuple[int, ...]) -> Tensor:
         """``x = Conv1x1(X)``: ``(B, C'_l)`` for a vector, ``(B, C'_l, *size)`` for a map."""
         weight, bias = self.guidance_proj.weight, self.guidance_proj.bias
@@ -408,10 +481,14 @@ class IterativeGatedFusion(nn.Module):
         check_parameter_dtype("guidance", guidance, self.guidance_proj.weight)
 
     def extra_repr(self) -> str:
+        one_d = f", guidance_1d={self.guidance_1d!r}" if self.spatial_dims == 1 else ""
         return (
             f"guidance_channels={self.guidance_channels}, guided_channels={self.guided_channels}, "
-            f"num_layers={self.num_layers}, output_mode={self.output_mode!r}, checkpoint={self.checkpoint}, "
-            f"fused={self.fused}"
+            f"num_layers={self.num_layers}, heads={self.heads}, gate={self.gate_name!r}, "
+            f"hidden_channels={self.hidden_channels}, guidance_hidden_channels={self.guidance_hidden_channels}, "
+            f"out_channels={self.out_channels}, output_mode={self.output_mode!r}, kernel_size={self.kernel_size}, "
+            f"spatial_dims={self.spatial_dims}{one_d}, token_pooling={self.token_pooling!r}, "
+            f"checkpoint={self.checkpoint}, fused={self.fused}"
         )
 
 
