@@ -20,7 +20,8 @@ from dcmfnet.blocks import (
 )
 from dcmfnet.config import LGVE1_PLACEMENTS, MLFF_MODES
 from dcmfnet.model import FUSION_SITES
-from igf import GATES, OUTPUT_MODES, ASGate, ConvGRUGate, ConvLSTMGate, IterativeGatedFusion
+import igf
+from igf import FUSION_LAYERS, GATES, OUTPUT_MODES, ASGate, ConvGRUGate, ConvLSTMGate, IterativeGatedFusion
 
 SITES = ("fusion_e2", "fusion_e3", "fusion_e4", "fusion_enc", "fusion_dec")
 
@@ -82,6 +83,8 @@ VARIANTS = (
     + [{"igf_gate": gate} for gate in GATES]
     + [{"igf_output_mode": mode} for mode in OUTPUT_MODES]
     + [{"igf_layers": 1}, {"igf_layers": 3}, {"output_stride": 8}, {"output_stride": 32}, {"text_pooling": "mean"}]
+    + [{"fusion_layer": name} for name in FUSION_LAYERS if name != "igf"]
+    + [{"fusion_layer": "pwam", "lgve1": "none", "lgve2": False}, {"fusion_layer": "film", "mlff": "concat"}]
 )
 
 
@@ -420,3 +423,49 @@ def test_igf_fused_switch_gives_the_same_training_step() -> None:
     for (name, p_fused), p_plain in zip(fused.named_parameters(), plain.parameters(), strict=True):
         if p_fused.grad is not None:
             torch.testing.assert_close(p_fused.grad, p_plain.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+PEERS = {"film": igf.FiLM, "pwam": igf.PixelWordAttention, "concat": igf.ConcatFusion}
+
+
+@pytest.mark.parametrize("name", sorted(PEERS))
+def test_fusion_layer_switch_puts_the_peer_at_every_igf_site_and_changes_nothing_else(name: str) -> None:
+    full, variant = tiny_model(), tiny_model(fusion_layer=name)
+    igf_sites = {site for site, kind in site_types(full).items() if kind is IterativeGatedFusion}
+    assert igf_sites == {"fusion_e3", "fusion_e4", "fusion_enc", "fusion_dec"}
+    assert {site for site, kind in site_types(variant).items() if kind is PEERS[name]} == igf_sites
+    assert_only_sites_differ(full, variant, igf_sites)
+    assert variant.fusion_dec.out_channels == full.fusion_dec.out_channels == TINY["decoder_channels"]
+
+
+def test_pixel_word_attention_sites_read_the_words_and_the_decoder_its_map() -> None:
+    model = tiny_model(fusion_layer="pwam")
+    images, text = inputs(model)
+    seen: dict[str, tuple] = {}
+    for site in ("fusion_e3", "fusion_enc", "fusion_dec"):
+        getattr(model, site).register_forward_pre_hook(
+            lambda module, args, kwargs, site=site: seen.setdefault(site, (args, kwargs)), with_kwargs=True
+        )
+    model(images, text)
+    for site in ("fusion_e3", "fusion_enc"):
+        (words, _), kwargs = seen[site]
+        assert words.shape == (2, 8, TINY["text_channels"])  # (B, T, C_l)
+        assert torch.equal(kwargs["guidance_mask"], text["attention_mask"])
+    (m_dec, _), kwargs = seen["fusion_dec"]
+    assert m_dec.dim() == 4 and "guidance_mask" not in kwargs
+
+
+@pytest.mark.parametrize("name", ["film", "concat", "igf"])
+def test_other_layers_read_the_sentence_feature(name: str) -> None:
+    model = tiny_model(fusion_layer=name)
+    assert not model.reads_words
+    images, text = inputs(model)
+    seen: list[torch.Tensor] = []
+    model.fusion_e3.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model(images, text)
+    assert seen[0].shape == (2, TINY["text_channels"])
+
+
+def test_unknown_fusion_layer_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown fusion_layer 'mamba'; valid: \['igf', 'film', 'pwam', 'concat'\]"):
+        tiny_config(fusion_layer="mamba")

@@ -31,7 +31,7 @@ from dcmfnet.blocks import (
 from dcmfnet.configs import resolve_config
 from dcmfnet.model import DCMFNet
 from dcmfnet.text_encoders import DEFAULT_WORDS, POOLINGS, TEXT_ENCODERS, TextEncoder, build_text_encoder
-from igf import GATES, OUTPUT_MODES, IterativeGatedFusion
+from igf import FUSION_LAYERS, GATES, OUTPUT_MODES, build_fusion_layer
 
 __all__ = ["LGVE1_PLACEMENTS", "MLFF_MODES", "ModelConfig", "build_model", "load_model_config"]
 
@@ -82,6 +82,13 @@ class ModelConfig:
             expression still reaches the network (Table 2 row 1; the paper does not say how).
         mlff: Decoder multi-level fusion: ``none``, ``concat``, ``gated`` (CMSA-style),
             ``bidirectional_gated`` (BRINet-style), ``igf`` (paper).
+        fusion_layer: The layer at every IGF site (LGVE-1, LGVE-2, and the decoder when ``mlff`` is
+            ``igf``): ``igf`` (paper), or a peer from :mod:`igf` at the same widths: ``film`` (FiLM),
+            ``pwam`` (LAVT's pixel-word attention, reading the words at the language sites) or
+            ``concat`` (tile, concatenate, convolve). The ``igf_*`` settings below apply to ``igf`` only.
+        igf_token_pooling: How the IGFs at the language sites read the expression: ``mean`` (the
+            sentence feature ``L``, paper) or ``attention`` (each position attends over the words; not
+            in the paper, see :class:`igf.IterativeGatedFusion`).
         igf_layers: IGF depth ``L`` (paper: 5, Table 4).
         igf_heads: Bilinear heads per fusion unit (paper: 5).
         igf_gate: ``asgate`` (paper), ``convgru``, ``convlstm`` (Table 6).
@@ -117,6 +124,8 @@ class ModelConfig:
     lgve1: str = "e3_e4"
     lgve2: bool = True
     mlff: str = "igf"
+    fusion_layer: str = "igf"
+    igf_token_pooling: str = "mean"
     igf_layers: int = 5
     igf_heads: int = 5
     igf_gate: str = "asgate"
@@ -149,6 +158,8 @@ class ModelConfig:
             "text_pooling": (self.text_pooling, POOLINGS),
             "lgve1": (self.lgve1, tuple(LGVE1_PLACEMENTS)),
             "mlff": (self.mlff, MLFF_MODES),
+            "fusion_layer": (self.fusion_layer, FUSION_LAYERS),
+            "igf_token_pooling": (self.igf_token_pooling, TOKEN_POOLINGS),
             "igf_gate": (self.igf_gate, tuple(GATES)),
             "igf_output_mode": (self.igf_output_mode, OUTPUT_MODES),
         }
@@ -176,6 +187,11 @@ class ModelConfig:
             raise ValueError(f"lgve1_hidden_ratio must be in (0, 4], got {self.lgve1_hidden_ratio}")
         if not 0 <= self.head_dropout < 1:
             raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout}")
+
+    def reads_words(self) -> bool:
+        """Whether the language sites take the word features ``(B, T, C_l)`` instead of the sentence ``L``."""
+        words = self.fusion_layer == "pwam" or (self.fusion_layer == "igf" and self.igf_token_pooling == "attention")
+        return words and (self.lgve1 != "none" or self.lgve2)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (for checkpoints and logs)."""
@@ -244,21 +260,14 @@ def _build(cfg: ModelConfig, text_encoder: TextEncoder | None) -> DCMFNet:
             word_heads=cfg.word_heads,
         )
 
-    def igf(guidance: int, guided: int, *, hidden: int, guidance_hidden: int, out: int | None = None) -> nn.Module:
-        return IterativeGatedFusion(
-            guidance,
-            guided,
-            num_layers=cfg.igf_layers,
-            heads=cfg.igf_heads,
-            gate=cfg.igf_gate,
-            hidden_channels=hidden,
-            guidance_hidden_channels=guidance_hidden,
-            out_channels=out,
-            output_mode=cfg.igf_output_mode,
-            kernel_size=cfg.igf_kernel_size,
-            checkpoint=cfg.igf_checkpoint,
-            fused=cfg.igf_fused,
-        )
+    def igf(
+        guidance: int, guided: int, *, hidden: int, guidance_hidden: int, out: int | None = None, language: bool = True
+    ) -> nn.Module:
+        """The fusion layer of an IGF site; a peer gets IGF's widths: ``hidden`` is C'_v (PWAM's key width,
+        Concat's hidden width; FiLM has none). ``language``: the site's guidance is the expression."""
+        options = _layer_options(cfg, hidden, guidance_hidden, language=language)
+        return build_fusion_layer(cfg.fusion_layer, guidance_channels=guidance, guided_channels=guided,
+                                  out_channels=out, **options)  # fmt: skip
 
     # LGVE-1: IGF(L, V_i) at the chosen stages, C'_v = C_v * ratio, C'_l = lgve1_guidance_channels.
     embedded = LGVE1_PLACEMENTS[cfg.lgve1]
@@ -287,12 +296,13 @@ def _build(cfg: ModelConfig, text_encoder: TextEncoder | None) -> DCMFNet:
     # MLFF: E_dec = fusion(M_dec↑, V1) -> decoder_channels.
     c_dec, c_v1 = cfg.decoder_channels, backbone.channels[0]
     if cfg.mlff == "igf":
-        fusion_dec = igf(cfg.aspp_channels, c_v1, hidden=c_dec, guidance_hidden=c_dec, out=c_dec)
+        fusion_dec = igf(cfg.aspp_channels, c_v1, hidden=c_dec, guidance_hidden=c_dec, out=c_dec, language=False)
     else:
         fusion_dec = _MLFF_BLOCKS[cfg.mlff](cfg.aspp_channels, c_v1, out_channels=c_dec)
 
     return DCMFNet(
         backbone=backbone,
+        reads_words=cfg.reads_words(),
         text_encoder=text_encoder,
         text_channels=cfg.text_channels,
         fusion_e2=stage_fusions["e2"],
@@ -304,3 +314,32 @@ def _build(cfg: ModelConfig, text_encoder: TextEncoder | None) -> DCMFNet:
         fusion_dec=fusion_dec,
         head=SegmentationHead(c_dec, hidden_channels=c_dec, dropout=cfg.head_dropout),
     )
+
+
+#: IGF's ways of reading a token guidance (``IterativeGatedFusion(token_pooling=...)``).
+TOKEN_POOLINGS: tuple[str, ...] = ("mean", "attention")
+
+
+def _layer_options(cfg: ModelConfig, hidden: int, guidance_hidden: int, *, language: bool) -> dict[str, Any]:
+    """The constructor options of ``cfg.fusion_layer`` at one site (C'_v = ``hidden``, C'_l = ``guidance_hidden``);
+    ``igf_token_pooling`` reaches the language sites only (the decoder's guidance is a map)."""
+    if cfg.fusion_layer == "igf":
+        options: dict[str, Any] = {
+            "num_layers": cfg.igf_layers,
+            "heads": cfg.igf_heads,
+            "gate": cfg.igf_gate,
+            "hidden_channels": hidden,
+            "guidance_hidden_channels": guidance_hidden,
+            "output_mode": cfg.igf_output_mode,
+            "kernel_size": cfg.igf_kernel_size,
+            "checkpoint": cfg.igf_checkpoint,
+            "fused": cfg.igf_fused,
+        }
+        if language and cfg.igf_token_pooling != "mean":
+            options["token_pooling"] = cfg.igf_token_pooling
+        return options
+    if cfg.fusion_layer == "pwam":
+        return {"key_channels": hidden}
+    if cfg.fusion_layer == "concat":
+        return {"hidden_channels": hidden}
+    return {}

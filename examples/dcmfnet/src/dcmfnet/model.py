@@ -24,14 +24,14 @@ disabled IGF becomes :class:`~dcmfnet.blocks.NoFusion`), so
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, NamedTuple, overload
+from typing import Any, Literal, NamedTuple, cast, overload
 
 import torch
 from torch import Tensor, nn
 
 from dcmfnet.backbones import VisionBackbone
-from dcmfnet.blocks import ConvBN, resize_to
-from dcmfnet.text_encoders import TextEncoder
+from dcmfnet.blocks import ConvBN, _FusionSite, resize_to
+from dcmfnet.text_encoders import TextEncoder, pool_tokens
 from igf import IGFOutput, IterativeGatedFusion
 
 __all__ = ["FUSION_SITES", "DCMFNet", "DCMFNetOutput"]
@@ -95,13 +95,16 @@ class DCMFNet(nn.Module):
         fusion_dec: Site ``E_dec = fusion(M_dec↑, V1)`` -> ``decoder_channels``; it is given ``M_dec``
             at its own resolution and resizes it to ``V1``'s size itself.
         head: ``decoder_channels`` -> one logit map.
+        reads_words: The language sites (E2, E3, E4, E_enc) take the word features ``Linear(tokens)``
+            ``(B, T, C_l)`` with the padding mask instead of the sentence feature ``L`` (pixel-word
+            attention, or IGF with ``token_pooling="attention"``); off for the paper's model.
 
     ``M`` is built from ``E2`` where Eq. 5 (paper §3.2) writes ``V2``. The two are the
     same map except in the ``lgve1="e2_e3_e4"`` ablation, where this uses the
     language-fused ``E2``, the map stage 3 sees, rather than the raw ``V2``.
 
-    Every fusion site is called as ``site(guidance, guided, *, return_intermediates)``
-    like :class:`igf.IterativeGatedFusion`. Use
+    Every fusion site is called as ``site(guidance, guided)``, or ``site(words, guided, guidance_mask)``
+    where it reads words, like :class:`igf.IterativeGatedFusion` and its peers (:data:`igf.FUSION_LAYERS`). Use
     :func:`~dcmfnet.config.build_model` rather than this constructor.
 
     Inputs:
@@ -136,8 +139,10 @@ class DCMFNet(nn.Module):
         aspp: nn.Module,
         fusion_dec: nn.Module,
         head: nn.Module,
+        reads_words: bool = False,
     ) -> None:
         super().__init__()
+        self.reads_words = bool(reads_words)
         c2, c3, c4 = backbone.channels[1:]
         self.backbone = backbone
         self.text_encoder = text_encoder
@@ -168,40 +173,53 @@ class DCMFNet(nn.Module):
         record: dict[str, IGFOutput] | None = {} if return_intermediates else None
         stages = self.backbone.stages
 
-        # Language: L = Linear(TextEncoder(expression)), (B, C_l).
-        sentence = self.text_proj(self.text_encoder(text["input_ids"], text["attention_mask"]))
+        # Language: L = Linear(TextEncoder(expression)), (B, C_l); or the words Linear(tokens), (B, T, C_l).
+        sentence, words = self._encode_text(text["input_ids"], text["attention_mask"])
+        language = _Language(sentence, words, text["attention_mask"])
 
         # Language-guided visual encoding, Eq. 5.
         v1 = stages[0](self.backbone.stem(images))
         v2 = stages[1](v1)
-        e2 = self._fuse("e2", self.fusion_e2, sentence, v2, record)
+        e2 = self._fuse("e2", self.fusion_e2, language, v2, record)
         v3 = stages[2](e2)
-        e3 = self._fuse("e3", self.fusion_e3, sentence, v3, record)  # E3 = IGF(L, V3)
-        e4 = self._fuse("e4", self.fusion_e4, sentence, stages[3](e3), record)  # E4 = IGF(L, Stage4(E3))
+        e3 = self._fuse("e3", self.fusion_e3, language, v3, record)  # E3 = IGF(L, V3)
+        e4 = self._fuse("e4", self.fusion_e4, language, stages[3](e3), record)  # E4 = IGF(L, Stage4(E3))
         size = e4.shape[-2:]
         multi_level = self.multi_level(torch.cat([resize_to(e2, size), resize_to(e3, size), e4], dim=1))
-        e_enc = self._fuse("enc", self.fusion_enc, sentence, multi_level, record)  # E_enc = IGF(L, M)
+        e_enc = self._fuse("enc", self.fusion_enc, language, multi_level, record)  # E_enc = IGF(L, M)
 
         # Decoder, §3.3 and Eq. 6.
         m_dec = self.aspp(e_enc)  # M_dec = ASPP(E_enc)
         # E_dec = IGF(M_dec↑, V1): IGF resizes M_dec to V1's size (projecting first, at the lower resolution).
-        e_dec = self._fuse("dec", self.fusion_dec, m_dec, v1, record)
+        e_dec = self._fuse("dec", self.fusion_dec, _Language(m_dec), v1, record)
         logits = resize_to(self.head(e_dec), images.shape[-2:])
 
         if record is None:
             return logits
         return DCMFNetOutput(logits, sentence, v1, v2, v3, e2, e3, e4, multi_level, e_enc, m_dec, e_dec, record)
 
+    def _encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``L = Linear(pool(tokens))`` ``(B, C_l)``, and the words ``Linear(tokens)`` ``(B, T, C_l)`` where read."""
+        if not self.reads_words:
+            return self.text_proj(self.text_encoder(input_ids, attention_mask)), None
+        encoder = self.text_encoder
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not encoder.frozen):
+            tokens = encoder.encode_tokens(input_ids, attention_mask)
+        return self.text_proj(pool_tokens(tokens, attention_mask, encoder.pooling)), self.text_proj(tokens)
+
     @staticmethod
     def _fuse(
-        name: str, site: nn.Module, guidance: Tensor, guided: Tensor, record: dict[str, IGFOutput] | None
+        name: str, site: nn.Module, guidance: _Language, guided: Tensor, record: dict[str, IGFOutput] | None
     ) -> Tensor:
-        """Calls a fusion site; with ``record``, keeps an IGF's intermediates under ``name``."""
-        if record is None:
-            return site(guidance, guided)
-        output = site(guidance, guided, return_intermediates=True)
-        if isinstance(site, IterativeGatedFusion):
-            record[name] = output
+        """Calls a fusion site (with the words where it reads them); with ``record``, keeps an IGF's intermediates."""
+        if guidance.words is None or isinstance(site, _FusionSite):
+            arguments, options = (guidance.vector, guided), {}
+        else:
+            arguments, options = (guidance.words, guided), {"guidance_mask": guidance.mask}
+        if record is None or not isinstance(site, IterativeGatedFusion):
+            return cast(Tensor, site(*arguments, **options))
+        output = site(*arguments, **options, return_intermediates=True)
+        record[name] = output
         return output.output
 
     def tokenize(self, texts: Sequence[str], max_length: int) -> dict[str, Tensor]:
@@ -260,6 +278,14 @@ class DCMFNet(nn.Module):
             )
         if input_ids.shape[0] != images.shape[0]:
             raise ValueError(f"image batch ({images.shape[0]}) and text batch ({input_ids.shape[0]}) differ in size")
+
+
+class _Language(NamedTuple):
+    """A site's guidance: the sentence feature (or ``M_dec``) and, where the sites read them, the words and mask."""
+
+    vector: Tensor
+    words: Tensor | None = None
+    mask: Tensor | None = None
 
 
 def _describe(value: object) -> str:
