@@ -162,8 +162,19 @@ def test_page_mask_is_the_api_mask(served: tuple[Segmenter, str], browser: WebDr
     overlay = shown_image(browser, "#overlay")
     assert overlay.shape == scene.image.shape and not np.array_equal(overlay, scene.image)
     assert expected.fusion_maps is not None
-    captions = {e.text for e in browser.find_elements(By.CSS_SELECTOR, "#maps .caption-label")}
+    captions = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".maps .caption-label")}
     assert {"LGVE-1", "LGVE-2", "MLFF"} | {f"IGF {site}: F_1" for site in expected.fusion_maps} <= captions
+    # a caption per group says what the site is and what bright means; one colour scale for all
+    for group, words in (("stages", "LGVE-2"), *((site, "Bright") for site in expected.fusion_maps)):
+        assert words in text_of(browser, f"#caption-{group}"), group
+    assert "blue = weak, red = strong" in text_of(browser, "#map-legend")
+    bar = shown_image(browser, "#colour-scale")
+    assert bar[..., 2][:, 0].mean() > bar[..., 0][:, 0].mean() and bar[..., 0][:, -1].mean() > bar[..., 2][:, -1].mean()
+    # the map tiles keep the image's aspect (not cropped to a square)
+    fits = browser.execute_script(
+        "return [...document.querySelectorAll('.maps img')].map(i => getComputedStyle(i).objectFit)"
+    )
+    assert fits and set(fits) == {"contain"}, fits
     browser.save_screenshot(str(tmp_path / "demo.png"))
     requests = network_requests(browser)
     assert any(u.startswith(url) for u in requests), requests
@@ -185,7 +196,28 @@ def test_page_shows_errors(served: tuple[Segmenter, str], browser: WebDriver, tm
     type_expression(browser, "the red circle")
     browser.find_element(By.CSS_SELECTOR, "#segment").click()
     status = wait_for_text(browser, "#status", "Error")
-    assert "cannot read image" in status and "broken" in status
+    assert "cannot read image 'broken.png'" in status, status
+    assert "/tmp" not in status and "gradio" not in status  # no path on the server
+
+
+def test_upload_clears_the_scene_caption_and_threshold_changes_the_mask(
+    served: tuple[Segmenter, str], browser: WebDriver, tmp_path: Path
+) -> None:
+    segmenter, url = served
+    index, expression = draw_and_segment(browser, url)
+    default = shown_image(browser, "#mask") > 127
+    slider = browser.find_element(By.CSS_SELECTOR, "#threshold input[type=number]")
+    slider.send_keys(Keys.CONTROL, "a")
+    slider.send_keys("0.95", Keys.ENTER)
+    browser.find_element(By.CSS_SELECTOR, "#segment").click()
+    wait_for_text(browser, "#status", "over probability 0.95")
+    high = shown_image(browser, "#mask") > 127
+    assert high.sum() < default.sum()
+    upload = tmp_path / "upload.png"
+    Image.fromarray(demo.builtin_scene(index + 1).image).save(upload)
+    browser.find_element(By.CSS_SELECTOR, "#image input[type=file]").send_keys(str(upload))
+    WebDriverWait(browser, TIMEOUT_S).until(lambda b: "Built-in scene" not in text_of(b, "#scene-info"))
+    np.testing.assert_array_equal(shown_image(browser, "#image"), demo.builtin_scene(index + 1).image)
 
 
 def take_screenshot(segmenter: Segmenter, output: Path, *, seed: int) -> str:
