@@ -17,8 +17,10 @@ attention_mask) -> (B, out_channels)``, a pooling choice (``"cls"`` or masked
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,8 +221,12 @@ class HFTextEncoder(TextEncoder):
         _check_pooling(pooling)
         config = AutoConfig.from_pretrained(name_or_path, local_files_only=local_files_only)
         extra = {"add_pooling_layer": False} if config.model_type == "bert" else {}
-        model = AutoModel.from_pretrained(name_or_path, local_files_only=local_files_only, **extra)
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_files_only)
+        with _quiet_transformers():  # no progress bar, no load report: one line of ours if anything is off
+            model, info = AutoModel.from_pretrained(
+                name_or_path, local_files_only=local_files_only, output_loading_info=True, **extra
+            )
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_files_only)
+        _report_loading(name_or_path, info)
         return cls(model, tokenizer, pooling=pooling, frozen=frozen)
 
     def tokenize(self, texts: Sequence[str], max_length: int) -> dict[str, Tensor]:
@@ -250,6 +256,41 @@ class HFTextEncoder(TextEncoder):
 
     def encode_tokens(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' loading chatter (progress bars, the key report) inside the block."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _report_loading(name_or_path: str | Path, info: Mapping[str, Any]) -> None:
+    """One line on stderr if a text encoder's weights did not match its model; nothing otherwise.
+
+    The pretrained pooler's weights are expected to be left over (no pooler is built), so they are
+    not reported. Weights the model lacks in the file are reported: they keep their random start.
+    """
+    unexpected = sorted(k for k in info.get("unexpected_keys", ()) if not str(k).startswith("pooler."))
+    missing = sorted(str(k) for k in info.get("missing_keys", ()))
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ()))
+    parts = []
+    for label, keys in (("missing from the file (left random)", missing), ("unused", unexpected),
+                        ("of another shape (left random)", mismatched)):  # fmt: skip
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            parts.append(f"{len(keys)} weight(s) {label}: {shown}")
+    if parts:
+        print(f"text encoder {name_or_path}: " + "; ".join(parts), file=sys.stderr)
 
 
 def minilm_path() -> Path:
