@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-import igf.fused
+import igf.cpu_tanh
 from benchmarks import memory, report
 from benchmarks.cases import Case
 from benchmarks.flops import capture_all_ops, capture_flop_ops, count_flops, replay, summarise_calls
@@ -86,7 +86,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "mkldnn": torch.backends.mkldnn.is_available(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "igf_eager_cpu_tanh_via_sigmoid": igf.fused.EAGER_CPU_TANH_VIA_SIGMOID,
+        "igf_eager_cpu_tanh_via_sigmoid": igf.cpu_tanh.eager_cpu_tanh_via_sigmoid(),
         "default_dtype": str(torch.get_default_dtype()),
         "git_commit": _git_commit(),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

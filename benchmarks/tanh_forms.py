@@ -1,7 +1,7 @@
 """torch.tanh against its sigmoid form 2 sigmoid(2x) - 1 on this CPU: the kernels alone and whole IGF calls.
 
 igf computes eager CPU ``tanh`` of float32/float64 tensors in the sigmoid form where
-:data:`igf.fused.EAGER_CPU_TANH_VIA_SIGMOID` is set (by default where ATen's kernels are
+:func:`igf.cpu_tanh.eager_cpu_tanh_via_sigmoid` is true (by default where ATen's kernels are
 AVX2). This command measures whether that pays on the machine it runs on::
 
     python -m benchmarks.tanh_forms --threads 1 --output benchmarks/results/tanh_forms.md
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-import igf.fused
+import igf.cpu_tanh
 from benchmarks.cases import IGFCase, Placement, full_width_placements, paper_placements, reduced
 from benchmarks.timing import measure_interleaved
 
@@ -30,19 +30,15 @@ def _with_form(via_sigmoid: bool, fn: Callable[[], object]) -> Callable[[], obje
     """``fn`` run with eager CPU tanh in the given form."""
 
     def run() -> object:
-        igf.fused.EAGER_CPU_TANH_VIA_SIGMOID = via_sigmoid
-        return fn()
+        with igf.cpu_tanh.eager_cpu_tanh_form(via_sigmoid=via_sigmoid):
+            return fn()
 
     return run
 
 
 def _row(what: str, fns: tuple[Callable[[], object], Callable[[], object]], min_run_time: float) -> str:
     """``| what | torch.tanh ms | sigmoid form ms | ratio | ratio of fastest blocks |``; the default form is kept."""
-    default_form = igf.fused.EAGER_CPU_TANH_VIA_SIGMOID
-    try:
-        tanh_time, sigmoid_time = measure_interleaved(list(fns), _CPU, min_run_time=min_run_time)
-    finally:
-        igf.fused.EAGER_CPU_TANH_VIA_SIGMOID = default_form
+    tanh_time, sigmoid_time = measure_interleaved(list(fns), _CPU, min_run_time=min_run_time)
     ratio, fastest = sigmoid_time.median / tanh_time.median, sigmoid_time.min / tanh_time.min
     return f"| {what} | {tanh_time.median * 1e3:.3f} | {sigmoid_time.median * 1e3:.3f} | {ratio:.2f} | {fastest:.2f} |"
 
@@ -50,8 +46,8 @@ def _row(what: str, fns: tuple[Callable[[], object], Callable[[], object]], min_
 def kernel_rows(numel: int, min_run_time: float) -> list[str]:
     """The two forms alone, on ``numel`` float32 values (out of place, as a fresh result)."""
     x = torch.randn(numel, generator=torch.Generator().manual_seed(0))
-    fns = (_with_form(False, lambda: igf.fused.tanh(x)), _with_form(True, lambda: igf.fused.tanh(x)))
-    return [_row(f"`igf.fused.tanh` on {numel:,} float32 values", fns, min_run_time)]
+    fns = (_with_form(False, lambda: igf.cpu_tanh.tanh(x)), _with_form(True, lambda: igf.cpu_tanh.tanh(x)))
+    return [_row(f"`igf.cpu_tanh.tanh` on {numel:,} float32 values", fns, min_run_time)]
 
 
 def igf_rows(placements: tuple[Placement, ...], min_run_time: float) -> list[str]:
@@ -74,14 +70,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     placements = (*(reduced(p) for p in paper_placements(8)), *full_width_placements()[2:])
     rows = kernel_rows(1_152_000, args.min_run_time) + igf_rows(placements, args.min_run_time)
-    default_form = igf.fused.EAGER_CPU_TANH_VIA_SIGMOID
+    default_form = igf.cpu_tanh.eager_cpu_tanh_via_sigmoid()
     lines = [
         "# Eager CPU tanh: torch.tanh against 2 sigmoid(2x) - 1",
         "",
         f"Command: `python -m benchmarks.tanh_forms --threads {args.threads}`; "
         f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}; torch {torch.__version__}; "
         f"CPU capability {torch.backends.cpu.get_cpu_capability()}; {args.threads} thread(s); float32. "
-        f"Default here: `EAGER_CPU_TANH_VIA_SIGMOID = {default_form}`. Median ms per call over alternating blocks; "
+        f"Default here: `eager_cpu_tanh_via_sigmoid() = {default_form}`. Median ms per call over alternating blocks; "
         "ratio < 1: the sigmoid form is faster.",
         "",
         "| what | torch.tanh ms | sigmoid form ms | sigmoid / tanh | fastest blocks |",

@@ -16,14 +16,16 @@ next step keeps anyway -- and recompute the wide ones inside ``backward``:
   convolution), not the whole step.
 
 Every function runs with autocast off on inputs already in the compute dtype:
-:func:`autocast_cast` gives them the dtype autocast would give a convolution.
+:func:`igf._autocast.autocast_cast` gives them the dtype autocast would give a convolution.
+The ``tanh`` they compute is :func:`igf.cpu_tanh.tanh`; where autograd does not record (inside
+``forward`` and a ``backward`` without ``create_graph``) the elementwise steps run in place
+(:mod:`igf._in_place`).
 Forward values are computed by the same operations as the plain modules, so
 outputs equal theirs; gradients agree to rounding.
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
@@ -31,26 +33,18 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
+from igf._in_place import concat_with_product, records_autograd, sigmoid_of_temporary
+from igf.cpu_tanh import tanh, tanh_of_temporary
 from igf.spatial import conv_same, same_padding
 
 __all__ = [
-    "EAGER_CPU_TANH_VIA_SIGMOID",
     "CheckpointedASGateStep",
     "FusedASGate",
     "FusedFusion",
-    "TanhViaSigmoid",
-    "autocast_cast",
-    "autocast_off",
-    "concat_with_product",
+    "broadcast_vector",
     "fused_path_applies",
-    "records_autograd",
-    "sigmoid_of_temporary",
     "sum_heads",
-    "tanh",
-    "tanh_of_temporary",
 ]
-
-_AUTOCAST_ELIGIBLE = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def fused_path_applies(enabled: bool) -> bool:
@@ -63,122 +57,6 @@ def fused_path_applies(enabled: bool) -> bool:
     return (
         enabled and torch.is_grad_enabled() and not torch.compiler.is_exporting() and not torch._C._get_tracing_state()
     )
-
-
-def records_autograd(*tensors: Tensor | None) -> bool:
-    """Whether autograd records an operation on ``tensors`` now.
-
-    Where it does not (``no_grad``, inference mode, no input requiring grad, or
-    inside an autograd Function's ``forward``), the IGF steps compute their
-    elementwise operations in place: the same kernels and values, without
-    allocating a fresh ``h * C'_v``-wide tensor for every ``tanh`` and product.
-    """
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-#: Whether eager code on a CPU computes ``tanh`` of float32/float64 tensors as :math:`2\sigma(2x) - 1`.
-#: Where ATen's CPU kernels are AVX2, its vectorized ``tanh`` is the slow transcendental: on an AMD
-#: EPYC it took 2.4 times as long as the four passes of the sigmoid form (1.15M float32 values, one
-#: thread; ``python -m benchmarks.tanh_forms``), so there the sigmoid form is the default. Elsewhere
-#: ``torch.tanh`` stays (on the Intel Xeon of earlier benchmark runs, eager ``torch.tanh`` was the
-#: fast one). Set it to ``True`` or ``False`` to choose; the values differ by float rounding only.
-EAGER_CPU_TANH_VIA_SIGMOID: bool = torch.backends.cpu.get_cpu_capability() == "AVX2"
-
-_SIGMOID_FORM_DTYPES = (torch.float32, torch.float64)  # in bfloat16/float16, 2*sigmoid(2x) - 1 loses small x
-
-
-def tanh(tensor: Tensor) -> Tensor:
-    r"""``tanh``; on a CPU, where that is faster, as :math:`2\sigma(2x) - 1`, the same function.
-
-    - Traced by ``torch.compile`` for a CPU (not by ``torch.export``): the sigmoid form,
-      which Inductor fuses into one kernel (its CPU code for ``tanh`` is several times
-      slower than its ``sigmoid`` and than eager ``torch.tanh``).
-    - Eager on a CPU, float32/float64, with :data:`EAGER_CPU_TANH_VIA_SIGMOID`: the sigmoid
-      form (:class:`TanhViaSigmoid` where autograd records: it saves the output only, as
-      ``torch.tanh`` does).
-    - Otherwise (other devices and dtypes, ``torch.export``, TorchScript tracing): ``torch.tanh``.
-
-    Both forms are equal up to float rounding (within two units in the last place of 1).
-    """
-    if torch.compiler.is_compiling():
-        if tensor.device.type == "cpu" and not torch.compiler.is_exporting():
-            return torch.sigmoid(tensor * 2) * 2 - 1
-        return torch.tanh(tensor)
-    if not _eager_sigmoid_form_applies(tensor):
-        return torch.tanh(tensor)
-    if records_autograd(tensor):
-        result: Tensor = TanhViaSigmoid.apply(tensor)
-        return result
-    return _sigmoid_form_of_doubled_(tensor * 2)
-
-
-def tanh_of_temporary(tensor: Tensor) -> Tensor:
-    """``tanh`` of a tensor that only the caller holds: in place where autograd does not record it."""
-    if records_autograd(tensor) or torch.compiler.is_compiling():
-        return tanh(tensor)
-    if _eager_sigmoid_form_applies(tensor):
-        return _sigmoid_form_of_doubled_(tensor.mul_(2))
-    return tensor.tanh_()
-
-
-def _eager_sigmoid_form_applies(tensor: Tensor) -> bool:
-    """Whether eager code computes ``tanh(tensor)`` as ``2 sigmoid(2x) - 1`` (see :func:`tanh`)."""
-    return (
-        EAGER_CPU_TANH_VIA_SIGMOID
-        and tensor.device.type == "cpu"
-        and tensor.dtype in _SIGMOID_FORM_DTYPES
-        and not torch.compiler.is_exporting()
-        and not torch._C._get_tracing_state()
-    )
-
-
-def _sigmoid_form_of_doubled_(doubled: Tensor) -> Tensor:
-    """``tanh(x)`` as ``2 sigmoid(2x) - 1`` from ``doubled = 2x``, which it overwrites."""
-    return doubled.sigmoid_().mul_(2).sub_(1)
-
-
-class TanhViaSigmoid(torch.autograd.Function):
-    r"""``tanh`` computed as :math:`2\sigma(2x) - 1`, differentiated as ``tanh``: it saves its output only.
-
-    Its backward is :math:`g (1 - y^2)` (``aten.tanh_backward``), differentiable again.
-    """
-
-    @staticmethod
-    def forward(tensor: Tensor) -> Tensor:
-        return _sigmoid_form_of_doubled_(tensor * 2)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        ctx.save_for_backward(output)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        (output,) = ctx.saved_tensors
-        result: Tensor = torch.ops.aten.tanh_backward(grad, output)
-        return result
-
-
-def sigmoid_of_temporary(tensor: Tensor) -> Tensor:
-    """``sigmoid`` of a tensor that only the caller holds: in place where autograd does not record it."""
-    return torch.sigmoid(tensor) if records_autograd(tensor) else tensor.sigmoid_()
-
-
-def autocast_cast(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
-    """Cast to autocast's dtype what autocast would cast for a convolution (float64 is left alone)."""
-    first = next(t for t in tensors if t is not None)
-    device_type = first.device.type
-    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
-        return tensors
-    dtype = torch.get_autocast_dtype(device_type)
-    return tuple(t.to(dtype) if t is not None and t.dtype in _AUTOCAST_ELIGIBLE else t for t in tensors)
-
-
-def autocast_off(tensor: Tensor) -> contextlib.AbstractContextManager[object]:
-    """Autocast disabled on ``tensor``'s device (a null context where autocast does not exist, e.g. meta)."""
-    device_type = tensor.device.type
-    if not torch.amp.is_autocast_available(device_type):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type, enabled=False)
 
 
 def _conv_backward(
@@ -259,7 +137,7 @@ def _fusion_parts(
 def fusion_grads(
     saved: tuple[Tensor, ...],
     heads: int,
-    fused: Tensor,
+    fusion: Tensor,
     grad: Tensor,
     needs: tuple[bool, ...],
     branches: tuple[Tensor, Tensor] | None = None,
@@ -269,7 +147,7 @@ def fusion_grads(
     Args:
         saved: ``(x, G, W1, b1, W2, b2)`` as given to :func:`fusion_value`.
         heads: ``h``.
-        fused: the forward's output ``F``.
+        fusion: the forward's output ``F``.
         grad: ``dL/dF``, ``(B, C, *spatial)``.
         needs: which of the six gradients are wanted.
         branches: the two branches if the caller has just recomputed them, else they are recomputed here.
@@ -278,7 +156,7 @@ def fusion_grads(
     if branches is None:
         branches = _fusion_branches(x, guided, w1, b1, w2, b2)
     from_guidance, from_guided = (torch.unflatten(branch, 1, (heads, -1)) for branch in branches)
-    grad_sum = torch.ops.aten.tanh_backward(grad, fused)[:, None]  # d/d(sum over heads), broadcast over heads
+    grad_sum = torch.ops.aten.tanh_backward(grad, fusion)[:, None]  # d/d(sum over heads), broadcast over heads
     # the branches are temporaries of this function: where autograd does not record, the products and
     # tanh derivatives below overwrite them (one h-wide allocation instead of four)
     in_place = not records_autograd(grad, *branches)
@@ -329,54 +207,25 @@ class FusedFusion(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        *saved, fused = ctx.saved_tensors
-        return (*fusion_grads(tuple(saved), ctx.heads, fused, grad, ctx.needs_input_grad[:6]), None)
+        *saved, fusion = ctx.saved_tensors
+        return (*fusion_grads(tuple(saved), ctx.heads, fusion, grad, ctx.needs_input_grad[:6]), None)
 
 
 # --------------------------------------------------------------------------- ASGate (Eq. 3)
 
 
 def asgate_value(
-    fused: Tensor, hidden: Tensor, wz: Tensor, bz: Tensor, wg: Tensor, bg: Tensor
+    fusion: Tensor, hidden: Tensor, wz: Tensor, bz: Tensor, wg: Tensor, bg: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Eq. 3: ``(G_t, z_t)`` with ``z_t = sigmoid(W_z * (F + G) + b_z)``, ``G_t = tanh(W_g * [F; F z_t] + b_g)``."""
-    selection = _selection(fused, hidden, wz, bz)
-    gate_pre = conv_same(concat_with_product(fused, selection), wg, bg)
+    selection = _selection(fusion, hidden, wz, bz)
+    gate_pre = conv_same(concat_with_product(fusion, selection), wg, bg)
     return tanh_of_temporary(gate_pre), selection
 
 
-def concat_with_product(fused: Tensor, selection: Tensor) -> Tensor:
-    """``[F; F * z]`` of Eq. 3 along channels: ``(B, 2C, *spatial)``.
-
-    Where autograd does not record, the product is written straight into its half
-    of the result (no separate product tensor and no copy of it).
-    """
-    if records_autograd(fused, selection) or fused.dtype != selection.dtype or torch.compiler.is_compiling():
-        # (a compiler fuses the concatenation itself, and Dynamo refuses an ``out=`` that is a slice)
-        return torch.cat([fused, fused * selection], dim=1)
-    channels = fused.shape[1]
-    stacked = torch.empty(
-        (fused.shape[0], 2 * channels, *fused.shape[2:]),
-        dtype=fused.dtype,
-        device=fused.device,
-        memory_format=_memory_format(fused),
-    )
-    stacked[:, :channels].copy_(fused)
-    torch.mul(fused, selection, out=stacked[:, channels:])
-    return stacked
-
-
-def _memory_format(tensor: Tensor) -> torch.memory_format:
-    """The memory format ``torch.cat`` would give: channels-last for a channels-last 2-D or 3-D map."""
-    channels_last = {4: torch.channels_last, 5: torch.channels_last_3d}.get(tensor.dim())
-    if channels_last is not None and not tensor.is_contiguous() and tensor.is_contiguous(memory_format=channels_last):
-        return channels_last
-    return torch.contiguous_format
-
-
-def _selection(fused: Tensor, hidden: Tensor, wz: Tensor, bz: Tensor) -> Tensor:
+def _selection(fusion: Tensor, hidden: Tensor, wz: Tensor, bz: Tensor) -> Tensor:
     """``z_t = sigmoid(W_z * (F + G) + b_z)`` of Eq. 3."""
-    selection_pre = conv_same(fused + hidden, wz, bz)
+    selection_pre = conv_same(fusion + hidden, wz, bz)
     return sigmoid_of_temporary(selection_pre)
 
 
@@ -388,26 +237,26 @@ def asgate_grads(saved: tuple[Tensor, ...], grad: Tensor, needs: tuple[bool, ...
         grad: ``dL/dG_t``.
         needs: which of the six gradients are wanted.
     """
-    fused, hidden, selection, new_hidden, wz, _, wg, _ = saved
-    channels = fused.shape[1]
+    fusion, hidden, selection, new_hidden, wz, _, wg, _ = saved
+    channels = fusion.shape[1]
     grad_pre = torch.ops.aten.tanh_backward(grad, new_hidden)
-    stacked = concat_with_product(fused, selection)
+    stacked = concat_with_product(fusion, selection)
     need_inputs = needs[0] or needs[1] or needs[2] or needs[3]
     dstacked, dwg, dbg = _conv_backward(grad_pre, stacked, wg, (need_inputs, needs[4], needs[5]))
     del stacked
     if not need_inputs:
         return None, None, None, None, dwg, dbg
     assert dstacked is not None
-    dfused_direct, dselected = dstacked[:, :channels], dstacked[:, channels:]
-    grad_z_pre = torch.ops.aten.sigmoid_backward(dselected * fused, selection)
+    dfusion_direct, dselected = dstacked[:, :channels], dstacked[:, channels:]
+    grad_z_pre = torch.ops.aten.sigmoid_backward(dselected * fusion, selection)
     need_sum = needs[0] or needs[1]
-    dsum, dwz, dbz = _conv_backward(grad_z_pre, fused + hidden, wz, (need_sum, needs[2], needs[3]))
-    dfused = dhidden = None
+    dsum, dwz, dbz = _conv_backward(grad_z_pre, fusion + hidden, wz, (need_sum, needs[2], needs[3]))
+    dfusion = dhidden = None
     if need_sum:
         assert dsum is not None
-        dfused = torch.addcmul(dfused_direct, dselected, selection).add_(dsum)
+        dfusion = torch.addcmul(dfusion_direct, dselected, selection).add_(dsum)
         dhidden = dsum
-    return dfused, dhidden, dwz, dbz, dwg, dbg
+    return dfusion, dhidden, dwz, dbz, dwg, dbg
 
 
 class FusedASGate(torch.autograd.Function):
@@ -417,22 +266,24 @@ class FusedASGate(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(fused: Tensor, hidden: Tensor, wz: Tensor, bz: Tensor, wg: Tensor, bg: Tensor) -> tuple[Tensor, Tensor]:
-        return asgate_value(fused, hidden, wz, bz, wg, bg)
+    def forward(
+        fusion: Tensor, hidden: Tensor, wz: Tensor, bz: Tensor, wg: Tensor, bg: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        return asgate_value(fusion, hidden, wz, bz, wg, bg)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
-        fused, hidden, wz, bz, wg, bg = inputs
+        fusion, hidden, wz, bz, wg, bg = inputs
         new_hidden, selection = output
         ctx.mark_non_differentiable(selection)
-        ctx.save_for_backward(fused, hidden, selection, new_hidden, wz, bz, wg, bg)
+        ctx.save_for_backward(fusion, hidden, selection, new_hidden, wz, bz, wg, bg)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor, _grad_selection: Tensor | None) -> tuple[Tensor | None, ...]:
-        fused, hidden, selection, new_hidden, wz, bz, wg, bg = ctx.saved_tensors
+        fusion, hidden, selection, new_hidden, wz, bz, wg, bg = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: z_t must carry its dependence on F, G_{t-1}, W_z, b_z
-            selection = _selection(fused, hidden, wz, bz)
-        return asgate_grads((fused, hidden, selection, new_hidden, wz, bz, wg, bg), grad, ctx.needs_input_grad)
+            selection = _selection(fusion, hidden, wz, bz)
+        return asgate_grads((fusion, hidden, selection, new_hidden, wz, bz, wg, bg), grad, ctx.needs_input_grad)
 
 
 # --------------------------------------------------------------------------- checkpointed step
@@ -453,33 +304,35 @@ class CheckpointedASGateStep(torch.autograd.Function):
     def forward(ctx: FunctionCtx, *args: Any) -> tuple[Tensor, Tensor, Tensor]:
         x, hidden, w1, b1, w2, b2, heads, wz, bz, wg, bg, w_out = args
         ctx.set_materialize_grads(False)
-        fused = fusion_value(x, hidden, w1, b1, w2, b2, heads)
-        new_hidden = fused.new_empty(0) if wz is None else asgate_value(fused, hidden, wz, bz, wg, bg)[0]
-        partial = fused.new_empty(0) if w_out is None else conv_same(fused, w_out)
+        fusion = fusion_value(x, hidden, w1, b1, w2, b2, heads)
+        new_hidden = fusion.new_empty(0) if wz is None else asgate_value(fusion, hidden, wz, bz, wg, bg)[0]
+        partial = fusion.new_empty(0) if w_out is None else conv_same(fusion, w_out)
         ctx.save_for_backward(x, hidden, w1, b1, w2, b2, wz, bz, wg, bg, w_out, new_hidden)
         ctx.heads = heads  # type: ignore[attr-defined]
-        return fused, new_hidden, partial
+        return fusion, new_hidden, partial
 
     @staticmethod
-    def backward(ctx: Any, dfused: Tensor | None, dnew: Tensor | None, dpartial: Tensor | None) -> tuple[Any, ...]:
+    def backward(ctx: Any, dfusion: Tensor | None, dnew: Tensor | None, dpartial: Tensor | None) -> tuple[Any, ...]:
         x, hidden, w1, b1, w2, b2, wz, bz, wg, bg, w_out, new_hidden = ctx.saved_tensors
         needs = ctx.needs_input_grad
         fusion_saved = (x, hidden, w1, b1, w2, b2)
-        fused, branches = _fusion_parts(*fusion_saved, ctx.heads)
-        grad_fused = torch.zeros_like(fused) if dfused is None else dfused
+        fusion, branches = _fusion_parts(*fusion_saved, ctx.heads)
+        grad_fusion = torch.zeros_like(fusion) if dfusion is None else dfusion
         dw_out = None
         if w_out is not None and dpartial is not None:
-            dfused_out, dw_out, _ = _conv_backward(dpartial, fused, w_out, (True, needs[11], False))
-            assert dfused_out is not None
-            grad_fused = grad_fused + dfused_out
+            dfusion_out, dw_out, _ = _conv_backward(dpartial, fusion, w_out, (True, needs[11], False))
+            assert dfusion_out is not None
+            grad_fusion = grad_fusion + dfusion_out
         gate_grads: tuple[Tensor | None, ...] = (None,) * 6
         if dnew is not None and wz is not None:
-            selection = _selection(fused, hidden, wz, bz)
+            selection = _selection(fusion, hidden, wz, bz)
             gate_needs = (True, needs[1], needs[7], needs[8], needs[9], needs[10])
-            gate_grads = asgate_grads((fused, hidden, selection, new_hidden, wz, bz, wg, bg), dnew, gate_needs)
+            gate_grads = asgate_grads((fusion, hidden, selection, new_hidden, wz, bz, wg, bg), dnew, gate_needs)
             assert gate_grads[0] is not None
-            grad_fused = grad_fused + gate_grads[0]
-        dx, dhidden, dw1, db1, dw2, db2 = fusion_grads(fusion_saved, ctx.heads, fused, grad_fused, needs[:6], branches)
+            grad_fusion = grad_fusion + gate_grads[0]
+        dx, dhidden, dw1, db1, dw2, db2 = fusion_grads(
+            fusion_saved, ctx.heads, fusion, grad_fusion, needs[:6], branches
+        )
         if gate_grads[1] is not None:
             dhidden = gate_grads[1] if dhidden is None else dhidden + gate_grads[1]
         return dx, dhidden, dw1, db1, dw2, db2, None, *gate_grads[2:], dw_out

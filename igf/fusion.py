@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from igf._autocast import autocast_cast, autocast_off
 from igf._validation import (
     check_channels,
     check_parameter_dtype,
@@ -14,15 +15,8 @@ from igf._validation import (
     check_same_spatial,
     check_tensor,
 )
-from igf.fused import (
-    FusedFusion,
-    autocast_cast,
-    autocast_off,
-    broadcast_vector,
-    fused_path_applies,
-    sum_heads,
-    tanh_of_temporary,
-)
+from igf.cpu_tanh import tanh_of_temporary
+from igf.fused import FusedFusion, broadcast_vector, fused_path_applies, sum_heads
 from igf.spatial import check_spatial_dims, conv_class, guided_layout
 
 __all__ = ["BilinearFusionUnit"]
@@ -148,11 +142,13 @@ class BilinearFusionUnit(nn.Module):
         """
         if not fused_path_applies(self.fused):
             return self.fuse(self.encode_guidance(guidance), guided)
-        g, b = self.proj_guidance, self.proj_guided
-        args = autocast_cast(guidance, guided, g.weight, g.bias, b.weight, b.bias)
+        from_guidance, from_guided = self.proj_guidance, self.proj_guided
+        args = autocast_cast(
+            guidance, guided, from_guidance.weight, from_guidance.bias, from_guided.weight, from_guided.bias
+        )
         with autocast_off(guided):
-            fused: Tensor = FusedFusion.apply(*args, self.heads)
-        return fused
+            fusion: Tensor = FusedFusion.apply(*args, self.heads)
+        return fusion
 
     def forward(self, guidance: Tensor, guided: Tensor) -> Tensor:
         """Fuse ``guidance`` into ``guided`` (Eq. 2), after checking both.

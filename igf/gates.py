@@ -3,9 +3,9 @@
 Every gate has the same call shape, which is also the contract for a custom gate
 passed to :class:`~igf.IterativeGatedFusion`::
 
-    new_hidden, new_cell = gate(fused, hidden, cell)
+    new_hidden, new_cell = gate(fusion, hidden, cell)
 
-``fused`` is the fusion unit's output :math:`F_t`, ``hidden`` the previous gate
+``fusion`` is the fusion unit's output :math:`F_t`, ``hidden`` the previous gate
 output :math:`G_{t-1}` (both ``(B, C, H, W)``), and ``cell`` an optional extra
 recurrent state (only :class:`ConvLSTMGate` uses it; the others return ``None``).
 A gate is built as ``factory(channels, *, kernel_size, device, dtype)``, plus
@@ -27,17 +27,11 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from igf._autocast import autocast_cast, autocast_off
+from igf._in_place import concat_with_product, sigmoid_of_temporary
 from igf._validation import check_channels, check_positive_int, check_tensor
-from igf.fused import (
-    FusedASGate,
-    autocast_cast,
-    autocast_off,
-    concat_with_product,
-    fused_path_applies,
-    sigmoid_of_temporary,
-    tanh,
-    tanh_of_temporary,
-)
+from igf.cpu_tanh import tanh, tanh_of_temporary
+from igf.fused import FusedASGate, fused_path_applies
 from igf.spatial import check_spatial_dims, conv_layer, guided_layout, kernel_tuple
 
 __all__ = ["GATES", "ASGate", "ConvGRUGate", "ConvLSTMGate", "GateFactory"]
@@ -47,8 +41,8 @@ class GateFactory(Protocol):
     """Anything that builds a gate module: a gate class or a function with this signature.
 
     ``factory(channels, *, kernel_size, device, dtype)`` must return an
-    ``nn.Module`` called as ``new_hidden, new_cell = gate(fused, hidden, cell)``
-    with ``fused`` and ``hidden`` of shape ``(B, channels, H, W)``; ``new_cell``
+    ``nn.Module`` called as ``new_hidden, new_cell = gate(fusion, hidden, cell)``
+    with ``fusion`` and ``hidden`` of shape ``(B, channels, H, W)``; ``new_cell``
     is any extra recurrent state (or ``None``) handed back at the next step.
     :class:`~igf.IterativeGatedFusion` passes ``spatial_dims=`` too when its rank is
     not 2 (maps ``(B, channels, T)`` or ``(B, channels, D, H, W)``), so a factory
@@ -58,8 +52,8 @@ class GateFactory(Protocol):
         >>> import torch
         >>> from igf import ASGate, IterativeGatedFusion
         >>> class ResidualASGate(ASGate):
-        ...     def forward(self, fused, hidden, cell=None):
-        ...         new_hidden, _ = super().forward(fused, hidden)
+        ...     def forward(self, fusion, hidden, cell=None):
+        ...         new_hidden, _ = super().forward(fusion, hidden)
         ...         return hidden + new_hidden, None
         >>> igf = IterativeGatedFusion(16, 8, num_layers=3, gate=ResidualASGate)
         >>> igf(torch.randn(2, 16), torch.randn(2, 8, 4, 4)).shape
@@ -85,15 +79,15 @@ class _ConvGate(nn.Module):
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.kernel_size = kernel_tuple(spatial_dims, kernel_size)
 
-    def _check_inputs(self, fused: Tensor, hidden: Tensor, cell: Tensor | None) -> None:
+    def _check_inputs(self, fusion: Tensor, hidden: Tensor, cell: Tensor | None) -> None:
         rank, layout = self.spatial_dims, guided_layout(self.spatial_dims)
-        check_tensor("fused", fused, ndims=(2 + rank,), layout=layout, spatial_dims=rank)
+        check_tensor("fusion", fusion, ndims=(2 + rank,), layout=layout, spatial_dims=rank)
         check_tensor("hidden", hidden, ndims=(2 + rank,), layout=layout, spatial_dims=rank)
-        check_channels("fused", fused, self.channels)
-        if hidden.shape != fused.shape:
-            raise ValueError(f"hidden must have the shape of fused {tuple(fused.shape)}, got {tuple(hidden.shape)}")
-        if cell is not None and cell.shape != fused.shape:
-            raise ValueError(f"cell must have the shape of fused {tuple(fused.shape)}, got {tuple(cell.shape)}")
+        check_channels("fusion", fusion, self.channels)
+        if hidden.shape != fusion.shape:
+            raise ValueError(f"hidden must have the shape of fusion {tuple(fusion.shape)}, got {tuple(hidden.shape)}")
+        if cell is not None and cell.shape != fusion.shape:
+            raise ValueError(f"cell must have the shape of fusion {tuple(fusion.shape)}, got {tuple(cell.shape)}")
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kernel_size={self.kernel_size}, spatial_dims={self.spatial_dims}"
@@ -109,7 +103,7 @@ class ASGate(_ConvGate):
         G_t &= \tanh(W_g * [F_t; f_t] + b_g)
 
     Args:
-        channels: :math:`C'_v`, channels of ``fused`` and ``hidden``.
+        channels: :math:`C'_v`, channels of ``fusion`` and ``hidden``.
         kernel_size: Odd kernel size of both convolutions (paper: 3), or one per spatial dimension.
         spatial_dims: 1, 2 (default) or 3: the rank of the maps.
         fused: Use the memory-lean fused function when autograd records (see below).
@@ -117,7 +111,7 @@ class ASGate(_ConvGate):
         dtype: Factory argument for the parameters.
 
     Inputs:
-        - **fused**: :math:`F_t`, ``(B, C, H, W)``.
+        - **fusion**: :math:`F_t`, ``(B, C, H, W)``.
         - **hidden**: :math:`G_{t-1}`, ``(B, C, H, W)``.
         - **cell**: ignored; accepted for the common gate call shape.
 
@@ -135,8 +129,8 @@ class ASGate(_ConvGate):
         >>> import torch
         >>> from igf import ASGate
         >>> gate = ASGate(8)
-        >>> fused, hidden = torch.randn(2, 8, 5, 5), torch.randn(2, 8, 5, 5)
-        >>> new_hidden, _ = gate(fused, hidden)
+        >>> fusion, hidden = torch.randn(2, 8, 5, 5), torch.randn(2, 8, 5, 5)
+        >>> new_hidden, _ = gate(fusion, hidden)
         >>> new_hidden.shape
         torch.Size([2, 8, 5, 5])
     """
@@ -157,26 +151,26 @@ class ASGate(_ConvGate):
         self.conv_z = conv_layer(spatial_dims, channels, channels, kernel, device=device, dtype=dtype)
         self.conv_g = conv_layer(spatial_dims, 2 * channels, channels, kernel, device=device, dtype=dtype)
 
-    def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, None]:
+    def forward(self, fusion: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, None]:
         """One ASGate step (Eq. 3); shapes for ``spatial_dims=2`` (``(T,)`` in 1-D, ``(D, H, W)`` in 3-D).
 
         Args:
-            fused: :math:`F_t`, ``(B, C, H, W)``; ``B`` may be 0.
+            fusion: :math:`F_t`, ``(B, C, H, W)``; ``B`` may be 0.
             hidden: :math:`G_{t-1}`, ``(B, C, H, W)``.
             cell: Ignored; accepted for the common gate call shape.
 
         Returns:
             ``(G_t, None)``, ``G_t`` of shape ``(B, C, H, W)``.
         """
-        self._check_inputs(fused, hidden, None)
+        self._check_inputs(fusion, hidden, None)
         if fused_path_applies(self.fused):
-            z, g = self.conv_z, self.conv_g
-            args = autocast_cast(fused, hidden, z.weight, z.bias, g.weight, g.bias)
-            with autocast_off(fused):
+            conv_z, conv_g = self.conv_z, self.conv_g
+            args = autocast_cast(fusion, hidden, conv_z.weight, conv_z.bias, conv_g.weight, conv_g.bias)
+            with autocast_off(fusion):
                 new_hidden: Tensor = FusedASGate.apply(*args)[0]
             return new_hidden, None
-        selection = sigmoid_of_temporary(self.conv_z(fused + hidden))
-        return tanh_of_temporary(self.conv_g(concat_with_product(fused, selection))), None
+        selection = sigmoid_of_temporary(self.conv_z(fusion + hidden))
+        return tanh_of_temporary(self.conv_g(concat_with_product(fusion, selection))), None
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, fused={self.fused}"
@@ -192,14 +186,14 @@ class ConvGRUGate(_ConvGate):
         G_t &= (1 - u_t) \odot G_{t-1} + u_t \odot \tilde n_t
 
     Args:
-        channels: :math:`C'_v`, channels of ``fused`` and ``hidden``.
+        channels: :math:`C'_v`, channels of ``fusion`` and ``hidden``.
         kernel_size: Odd kernel size of both convolutions (paper: 3), or one per spatial dimension.
         spatial_dims: 1, 2 (default) or 3: the rank of the maps.
         device: Factory argument for the parameters.
         dtype: Factory argument for the parameters.
 
     Inputs:
-        - **fused**: :math:`F_t`, ``(B, C, H, W)``.
+        - **fusion**: :math:`F_t`, ``(B, C, H, W)``.
         - **hidden**: :math:`G_{t-1}`, ``(B, C, H, W)``.
         - **cell**: ignored; accepted for the common gate call shape.
 
@@ -232,20 +226,20 @@ class ConvGRUGate(_ConvGate):
         self.conv_gates = conv_layer(spatial_dims, 2 * channels, 2 * channels, kernel, device=device, dtype=dtype)
         self.conv_candidate = conv_layer(spatial_dims, 2 * channels, channels, kernel, device=device, dtype=dtype)
 
-    def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, None]:
+    def forward(self, fusion: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, None]:
         """One ConvGRU step; shapes for ``spatial_dims=2`` (``(T,)`` in 1-D, ``(D, H, W)`` in 3-D).
 
         Args:
-            fused: :math:`F_t`, ``(B, C, H, W)``; ``B`` may be 0.
+            fusion: :math:`F_t`, ``(B, C, H, W)``; ``B`` may be 0.
             hidden: :math:`G_{t-1}`, ``(B, C, H, W)``.
             cell: Ignored; accepted for the common gate call shape.
 
         Returns:
             ``(G_t, None)``, ``G_t`` of shape ``(B, C, H, W)``.
         """
-        self._check_inputs(fused, hidden, None)
-        reset, update = torch.sigmoid(self.conv_gates(torch.cat([fused, hidden], dim=1))).chunk(2, dim=1)
-        candidate = tanh(self.conv_candidate(torch.cat([fused, reset * hidden], dim=1)))
+        self._check_inputs(fusion, hidden, None)
+        reset, update = torch.sigmoid(self.conv_gates(torch.cat([fusion, hidden], dim=1))).chunk(2, dim=1)
+        candidate = tanh(self.conv_candidate(torch.cat([fusion, reset * hidden], dim=1)))
         return torch.lerp(hidden, candidate, update), None
 
 
@@ -262,14 +256,14 @@ class ConvLSTMGate(_ConvGate):
     The cell state starts at zero with ``hidden``'s dtype, device and shape.
 
     Args:
-        channels: :math:`C'_v`, channels of ``fused`` and ``hidden``.
+        channels: :math:`C'_v`, channels of ``fusion`` and ``hidden``.
         kernel_size: Odd kernel size of the convolution (paper: 3), or one per spatial dimension.
         spatial_dims: 1, 2 (default) or 3: the rank of the maps.
         device: Factory argument for the parameters.
         dtype: Factory argument for the parameters.
 
     Inputs:
-        - **fused**: :math:`F_t`, ``(B, C, H, W)``.
+        - **fusion**: :math:`F_t`, ``(B, C, H, W)``.
         - **hidden**: :math:`G_{t-1}`, ``(B, C, H, W)``.
         - **cell**: :math:`c_{t-1}`, ``(B, C, H, W)``, or ``None`` for zeros.
 
@@ -301,19 +295,19 @@ class ConvLSTMGate(_ConvGate):
         super().__init__(channels, kernel_size, spatial_dims)
         self.conv = conv_layer(spatial_dims, 2 * channels, 4 * channels, self.kernel_size, device=device, dtype=dtype)
 
-    def forward(self, fused: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, fusion: Tensor, hidden: Tensor, cell: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """One ConvLSTM step; shapes for ``spatial_dims=2`` (``(T,)`` in 1-D, ``(D, H, W)`` in 3-D).
 
         Args:
-            fused: :math:`F_t`, ``(B, C, H, W)``; ``B`` may be 0.
+            fusion: :math:`F_t`, ``(B, C, H, W)``; ``B`` may be 0.
             hidden: :math:`G_{t-1}`, ``(B, C, H, W)``.
             cell: :math:`c_{t-1}`, ``(B, C, H, W)``, or ``None`` for zeros.
 
         Returns:
             ``(G_t, c_t)``, both ``(B, C, H, W)``.
         """
-        self._check_inputs(fused, hidden, cell)
-        gates = self.conv(torch.cat([fused, hidden], dim=1))
+        self._check_inputs(fusion, hidden, cell)
+        gates = self.conv(torch.cat([fusion, hidden], dim=1))
         input_gate, forget_gate, output_gate, candidate = gates.chunk(4, dim=1)
         new_cell = torch.sigmoid(input_gate) * tanh(candidate)
         if cell is not None:

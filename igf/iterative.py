@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
+from igf._autocast import autocast_cast, autocast_off
 from igf._validation import (
     check_channels,
     check_choice,
@@ -21,7 +22,7 @@ from igf._validation import (
     check_tensor,
 )
 from igf.functional import masked_attention, masked_mean, resize_to
-from igf.fused import CheckpointedASGateStep, autocast_cast, autocast_off, fused_path_applies
+from igf.fused import CheckpointedASGateStep, fused_path_applies
 from igf.fusion import BilinearFusionUnit
 from igf.gates import GATES, ASGate, GateFactory
 from igf.spatial import check_spatial_dims, conv_layer, conv_same, guided_layout, kernel_tuple
@@ -350,12 +351,12 @@ class IterativeGatedFusion(nn.Module):
         gates: list[Tensor] = []
         for step in range(self.num_layers):
             if self.checkpoint and torch.is_grad_enabled():
-                fused, next_hidden, next_cell = activation_checkpoint(
+                fusion, next_hidden, next_cell = activation_checkpoint(
                     self._step, step, guidance, hidden, cell, use_reentrant=False
                 )
             else:
-                fused, next_hidden, next_cell = self._step(step, guidance, hidden, cell)
-            fusions.append(fused)
+                fusion, next_hidden, next_cell = self._step(step, guidance, hidden, cell)
+            fusions.append(fusion)
             if next_hidden is not None:
                 hidden, cell = next_hidden, next_cell
                 gates.append(hidden)
@@ -392,19 +393,19 @@ class IterativeGatedFusion(nn.Module):
         gates: list[Tensor] = []
         partials: list[Tensor] = []
         for step in range(self.num_layers):
-            fusion = cast(BilinearFusionUnit, self.fusions[step])
+            unit = cast(BilinearFusionUnit, self.fusions[step])
             gate = cast(ASGate, self.gates[step]) if step < len(self.gates) else None
             w_out = weight[:, slot[step] * width : (slot[step] + 1) * width] if step in slot else None
-            convs = (fusion.proj_guidance, fusion.proj_guided) + (() if gate is None else (gate.conv_z, gate.conv_g))
+            convs = (unit.proj_guidance, unit.proj_guided) + (() if gate is None else (gate.conv_z, gate.conv_g))
             params = [p for conv in convs for p in (conv.weight, conv.bias)]
             x, h, *cast_params = autocast_cast(guidance, hidden, *params)
             if gate is None:
                 cast_params += [None] * 4
             with autocast_off(hidden):
-                fused, next_hidden, partial = CheckpointedASGateStep.apply(
-                    x, h, *cast_params[:4], fusion.heads, *cast_params[4:], w_out
+                fusion, next_hidden, partial = CheckpointedASGateStep.apply(
+                    x, h, *cast_params[:4], unit.heads, *cast_params[4:], w_out
                 )
-            fusions.append(fused)
+            fusions.append(fusion)
             if w_out is not None:
                 partials.append(partial)
             if gate is not None:
@@ -420,12 +421,12 @@ class IterativeGatedFusion(nn.Module):
         self, step: int, guidance: Tensor, hidden: Tensor, cell: Tensor | None
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """One fusion-gate iteration: ``F_t = Fusion_t(x, G_{t-1})``, ``G_t = Gate_t(F_t, G_{t-1})``."""
-        fusion = cast(BilinearFusionUnit, self.fusions[step])
-        fused = fusion.fuse_unchecked(guidance, hidden)
+        unit = cast(BilinearFusionUnit, self.fusions[step])
+        fusion = unit.fuse_unchecked(guidance, hidden)
         if step >= len(self.gates):  # G_L is not read by the output: not built, not run.
-            return fused, None, None
-        next_hidden, next_cell = self.gates[step](fused, hidden, cell)
-        return fused, next_hidden, next_cell
+            return fusion, None, None
+        next_hidden, next_cell = self.gates[step](fusion, hidden, cell)
+        return fusion, next_hidden, next_cell
 
     def _is_token_sequence(self, guidance: Tensor) -> bool:
         """Whether ``guidance`` is a token sequence ``(B, T, C_x)`` (three dims, unless ``guidance_1d="map"``)."""

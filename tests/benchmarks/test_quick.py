@@ -142,13 +142,13 @@ def test_full_width_placements_keep_the_paper_channels() -> None:
 
 
 def test_tanh_forms_rows_time_both_forms_and_leave_the_default_alone() -> None:
-    import igf.fused
+    import igf.cpu_tanh
     from benchmarks.cases import paper_placements, reduced
     from benchmarks.tanh_forms import igf_rows, kernel_rows
 
-    default = igf.fused.EAGER_CPU_TANH_VIA_SIGMOID
+    default = igf.cpu_tanh.eager_cpu_tanh_via_sigmoid()
     tiny = reduced(paper_placements(8)[3], batch=1, channel_div=16, spatial_div=8)
     rows = kernel_rows(1000, 0.01) + igf_rows((tiny,), 0.01)
     assert len(rows) == 3 and all(row.startswith("| ") and row.count("|") == 6 for row in rows)
     assert "IGF fwdbwd at E_dec" in rows[2]
-    assert igf.fused.EAGER_CPU_TANH_VIA_SIGMOID is default
+    assert igf.cpu_tanh.eager_cpu_tanh_via_sigmoid() is default

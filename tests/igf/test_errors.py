@@ -119,20 +119,20 @@ def test_igf_forward_errors(guidance: object, guided: object, error: type[Except
         (
             (torch.randn(2, 4, 2, 2), torch.randn(2, 4, 2, 2)),
             ValueError,
-            "fused must have 3 channels in dim 1 (as constructed), got 4",
+            "fusion must have 3 channels in dim 1 (as constructed), got 4",
         ),
         (
             (torch.randn(2, 3), torch.randn(2, 3, 2, 2)),
             ValueError,
-            "fused must have shape (B, C, H, W) (4 dims) for spatial_dims=2, got 2 dims",
+            "fusion must have shape (B, C, H, W) (4 dims) for spatial_dims=2, got 2 dims",
         ),
         (
             (torch.randn(2, 3, 2, 2), torch.randn(2, 3, 2, 3)),
             ValueError,
-            "hidden must have the shape of fused (2, 3, 2, 2), got (2, 3, 2, 3)",
+            "hidden must have the shape of fusion (2, 3, 2, 2), got (2, 3, 2, 3)",
         ),
-        ((torch.randn(2, 3, 2, 2), torch.randn(1, 3, 2, 2)), ValueError, "hidden must have the shape of fused"),
-        ((torch.randn(2, 3, 2, 2).int(), torch.randn(2, 3, 2, 2)), TypeError, "fused must be a floating-point tensor"),
+        ((torch.randn(2, 3, 2, 2), torch.randn(1, 3, 2, 2)), ValueError, "hidden must have the shape of fusion"),
+        ((torch.randn(2, 3, 2, 2).int(), torch.randn(2, 3, 2, 2)), TypeError, "fusion must be a floating-point tensor"),
     ],
 )
 @pytest.mark.parametrize("gate_class", [ASGate, ConvGRUGate, ConvLSTMGate])
@@ -143,7 +143,9 @@ def test_gate_forward_errors(gate_class: type, args: tuple, error: type[Exceptio
 
 def test_convlstm_cell_shape_error() -> None:
     x = torch.randn(1, 3, 2, 2)
-    with pytest.raises(ValueError, match=re.escape("cell must have the shape of fused (1, 3, 2, 2), got (1, 3, 2, 1)")):
+    with pytest.raises(
+        ValueError, match=re.escape("cell must have the shape of fusion (1, 3, 2, 2), got (1, 3, 2, 1)")
+    ):
         ConvLSTMGate(3)(x, x, torch.randn(1, 3, 2, 1))
 
 

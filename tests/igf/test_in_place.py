@@ -10,7 +10,8 @@ import torch
 from torch.testing import assert_close
 
 from igf import GATES, OUTPUT_MODES, ASGate, BilinearFusionUnit, IterativeGatedFusion
-from igf.fused import FusedASGate, FusedFusion, concat_with_product
+from igf._in_place import concat_with_product
+from igf.fused import FusedASGate, FusedFusion
 from tests.igf import reference
 
 NO_AUTOGRAD: dict[str, Callable[[], contextlib.AbstractContextManager[object]]] = {

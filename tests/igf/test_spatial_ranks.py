@@ -281,7 +281,7 @@ def test_constructor_and_module_errors_name_the_rank() -> None:
         ASGate(4, spatial_dims=3, kernel_size=(1, 2, 3))
     with pytest.raises(ValueError, match=re.escape("guidance_1d='map' is for spatial_dims=1")):
         IterativeGatedFusion(6, 4, guidance_1d="map")
-    with pytest.raises(ValueError, match=re.escape("fused must have shape (B, C, T) (3 dims) for spatial_dims=1")):
+    with pytest.raises(ValueError, match=re.escape("fusion must have shape (B, C, T) (3 dims) for spatial_dims=1")):
         ConvGRUGate(4, spatial_dims=1)(torch.randn(2, 4, 5, 5), torch.randn(2, 4, 5, 5))
     unit = BilinearFusionUnit(6, 4, spatial_dims=3)
     with pytest.raises(ValueError, match=re.escape("guidance and guided must have the same spatial size")):

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch.testing import assert_close
 
-import igf.fused
 from igf import IterativeGatedFusion
-from igf.fused import TanhViaSigmoid, tanh, tanh_of_temporary
+from igf.cpu_tanh import (
+    TanhViaSigmoid,
+    default_eager_cpu_tanh_via_sigmoid,
+    eager_cpu_tanh_form,
+    eager_cpu_tanh_via_sigmoid,
+    set_eager_cpu_tanh_via_sigmoid,
+    tanh,
+    tanh_of_temporary,
+)
 from igf.saved_activations import saved_bytes
 
 
@@ -19,15 +28,27 @@ def _values(dtype: torch.dtype) -> torch.Tensor:
 
 
 @pytest.fixture
-def sigmoid_form(monkeypatch: pytest.MonkeyPatch) -> None:
+def sigmoid_form() -> Iterator[None]:
     """Eager CPU tanh in its sigmoid form, whatever this CPU's default."""
-    monkeypatch.setattr(igf.fused, "EAGER_CPU_TANH_VIA_SIGMOID", True)
+    with eager_cpu_tanh_form(via_sigmoid=True):
+        yield
 
 
 @pytest.fixture
-def tanh_form(monkeypatch: pytest.MonkeyPatch) -> None:
+def tanh_form() -> Iterator[None]:
     """Eager CPU tanh as torch.tanh, whatever this CPU's default."""
-    monkeypatch.setattr(igf.fused, "EAGER_CPU_TANH_VIA_SIGMOID", False)
+    with eager_cpu_tanh_form(via_sigmoid=False):
+        yield
+
+
+def test_the_form_is_an_explicit_setting_restored_after_the_block() -> None:
+    assert eager_cpu_tanh_via_sigmoid() is default_eager_cpu_tanh_via_sigmoid()
+    with eager_cpu_tanh_form(via_sigmoid=not default_eager_cpu_tanh_via_sigmoid()):
+        assert eager_cpu_tanh_via_sigmoid() is not default_eager_cpu_tanh_via_sigmoid()
+    assert eager_cpu_tanh_via_sigmoid() is default_eager_cpu_tanh_via_sigmoid()
+    assert set_eager_cpu_tanh_via_sigmoid(True) is None
+    assert set_eager_cpu_tanh_via_sigmoid(None) is True
+    assert eager_cpu_tanh_via_sigmoid() is default_eager_cpu_tanh_via_sigmoid()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -73,7 +94,7 @@ def test_tanh_via_sigmoid_saves_only_its_output() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_igf_in_either_form_agrees_and_saves_as_much(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype) -> None:
+def test_igf_in_either_form_agrees_and_saves_as_much(dtype: torch.dtype) -> None:
     """A whole IGF forward and backward is the same in both forms, to rounding, and saves the same bytes."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(1)
@@ -81,13 +102,13 @@ def test_igf_in_either_form_agrees_and_saves_as_much(monkeypatch: pytest.MonkeyP
     guided = torch.randn(2, 5, 4, 3, generator=generator, dtype=dtype)
     results = []
     for via_sigmoid in (False, True):
-        monkeypatch.setattr(igf.fused, "EAGER_CPU_TANH_VIA_SIGMOID", via_sigmoid)
         for fused in (True, False):
             torch.manual_seed(0)
             module = IterativeGatedFusion(6, 5, num_layers=3, heads=2, hidden_channels=4, fused=fused, dtype=dtype)
-            output = module(guidance, guided)
-            output.square().sum().backward()
-            saved = saved_bytes(module, lambda module=module: module(guidance, guided))
+            with eager_cpu_tanh_form(via_sigmoid=via_sigmoid):
+                output = module(guidance, guided)
+                output.square().sum().backward()
+                saved = saved_bytes(module, lambda module=module: module(guidance, guided))
             results.append((output.detach(), [p.grad for p in module.parameters()], saved))
     tolerance = 20 * torch.finfo(dtype).eps
     for output, grads, _ in results[1:]:
@@ -112,13 +133,13 @@ def test_compiled_for_a_cpu_tanh_is_its_sigmoid_form() -> None:
     assert_close(compiled, torch.tanh(x), rtol=0, atol=2 * torch.finfo(torch.float32).eps)
 
 
-def test_an_exported_graph_says_tanh(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_exported_graph_says_tanh() -> None:
     """torch.export records torch.tanh in either form: the same graph."""
     torch.manual_seed(0)
     module = IterativeGatedFusion(8, 6, num_layers=2, heads=2).eval()
     inputs = (torch.randn(2, 8), torch.randn(2, 6, 5, 4))
     graphs = []
     for via_sigmoid in (False, True):
-        monkeypatch.setattr(igf.fused, "EAGER_CPU_TANH_VIA_SIGMOID", via_sigmoid)
-        graphs.append(torch.export.export(module, inputs).graph_module.code)
+        with eager_cpu_tanh_form(via_sigmoid=via_sigmoid):
+            graphs.append(torch.export.export(module, inputs).graph_module.code)
     assert "aten.tanh.default" in graphs[1] and graphs[0] == graphs[1]
