@@ -12,8 +12,10 @@ Public API:
 Modules:
 
 - :mod:`igf.fused` -- the memory-lean autograd functions behind ``fused=True`` (the default).
+- :mod:`igf.cpu_tanh` -- which ``tanh`` igf computes on a CPU (``torch.tanh`` or its sigmoid form), and the switch.
+- :mod:`igf.spatial` -- the spatial rank of a layer (1-D, 2-D, 3-D): convolutions, kernel sizes, shapes.
 - :mod:`igf.functional` -- ``masked_mean`` and ``masked_attention`` (padding selected away), ``resize_to``.
-- :mod:`igf.saved_activations` -- what one training forward saves for backward (SPEC §6).
+- :mod:`igf.saved_activations` -- what one training forward saves for backward (the docs' saved-activation measurement).
 """
 
 from igf.concat import ConcatFusion

@@ -17,7 +17,6 @@ __all__ = [
     "check_channels",
     "check_choice",
     "check_guidance_mask",
-    "check_odd_kernel_size",
     "check_parameter_dtype",
     "check_positive_int",
     "check_same_batch",
@@ -38,14 +37,6 @@ def check_positive_int(name: str, value: object) -> int:
     if value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value}")
     return value
-
-
-def check_odd_kernel_size(kernel_size: object) -> int:
-    """Return ``kernel_size`` if it is a positive odd ``int`` (so that ``padding=k // 2`` keeps ``H x W``)."""
-    kernel_size = check_positive_int("kernel_size", kernel_size)
-    if kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be odd so that padding keeps H x W, got {kernel_size}")
-    return kernel_size
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:

@@ -1,4 +1,7 @@
-"""Measuring the activations autograd saves for backward in one training forward (SPEC §6).
+"""Measuring the activations autograd saves for backward in one training forward.
+
+The measurement the project quotes (docs: "How this project reproduces the paper", section
+"The saved-activation measurement").
 
 The bytes of the unique tensor storages that autograd saves for backward during
 one forward, seen through ``torch.autograd.graph.saved_tensors_hooks``; storages

@@ -1,4 +1,7 @@
-"""Saved activations (SPEC §6): what one IGF training forward keeps for backward, fused and checkpointed."""
+"""Saved activations: what one IGF training forward keeps for backward, fused and checkpointed.
+
+The measurement and the shapes it is quoted at are on the docs' page "How this project reproduces the paper".
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from igf import IterativeGatedFusion
 from igf.saved_activations import record_saved, saved_bytes
 
 # (guidance shape without batch, C_y, C'_v = C'_l, H = W, out) at batch 2
-SPEC_SHAPES = {"E3-like": ((256,), 128, 64, 30, 128), "E_dec-like": ((64, 15, 15), 32, 32, 60, 32)}
+QUOTED_SHAPES = {"E3-like": ((256,), 128, 64, 30, 128), "E_dec-like": ((64, 15, 15), 32, 32, 60, 32)}
 # the four DCMFNet placements as the CPU benchmarks reduce them (benchmarks/cases.py)
 PLACEMENTS = {
     "E3": ((64,), 256, 128, 15, 256),
@@ -39,7 +42,7 @@ def _maps(shape: tuple, *, fused: bool, checkpoint: bool = False) -> float:
 
 @pytest.mark.parametrize(("name", "limit"), [("E3-like", 35), ("E_dec-like", 40)])
 def test_fused_step_keeps_at_most_the_target_maps(name: str, limit: float) -> None:
-    plain, fused = _maps(SPEC_SHAPES[name], fused=False), _maps(SPEC_SHAPES[name], fused=True)
+    plain, fused = _maps(QUOTED_SHAPES[name], fused=False), _maps(QUOTED_SHAPES[name], fused=True)
     assert fused <= limit < plain
 
 
