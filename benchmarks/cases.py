@@ -471,3 +471,216 @@ class IGFCase:
             work.saved_bytes = saved_bytes(module, forward)
             work.map_bytes = p.batch * p.hidden_channels * p.size[0] * p.size[1] * 4
         return work
+
+
+# --------------------------------------------------------------------------- peers and ranks
+
+#: The fusion layers compared at DCMFNet's placements (the names of :func:`igf.build_fusion_layer`).
+PEER_LAYERS: tuple[str, ...] = ("igf", "film", "pwam", "concat")
+#: Words per sentence of the token guidance at the language sites (RefCOCO-style expressions: 15 tokens, padded).
+SENTENCE_TOKENS = 15
+
+
+def sentence_mask(batch: int, tokens: int = SENTENCE_TOKENS) -> torch.Tensor:
+    """A ``(B, T)`` bool padding mask (True = real word): sample ``i`` has ``T - 6 i mod T`` real words."""
+    lengths = torch.tensor([tokens - (6 * i) % tokens for i in range(batch)])
+    return torch.arange(tokens)[None, :] < lengths[:, None]
+
+
+def peer_options(layer: str, p: Placement) -> dict[str, Any]:
+    """The widths of ``layer`` at placement ``p``: IGF's own (L = 5, ASGate); PWAM's key width and
+    concatenation's hidden width equal IGF's C'_v; FiLM has no hidden width."""
+    if layer == "igf":
+        return {
+            "num_layers": 5,
+            "gate": "asgate",
+            "hidden_channels": p.hidden_channels,
+            "guidance_hidden_channels": p.guidance_hidden_channels,
+        }
+    if layer == "pwam":
+        return {"key_channels": p.hidden_channels}
+    if layer == "concat":
+        return {"hidden_channels": p.hidden_channels}
+    return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerCase:
+    """One call of IGF or a peer (FiLM, PWAM, concatenation) at a DCMFNet placement, same input and output widths.
+
+    At the language sites (E3, E4, E_enc) the guidance is a sentence of :data:`SENTENCE_TOKENS` word features
+    ``(B, T, C_x)`` with a padding mask (:func:`sentence_mask`): PWAM attends over the real words, IGF, FiLM and
+    concatenation take their masked mean (a single sentence vector would leave PWAM's output independent of the
+    guidance: every position attends to the one token with weight 1 and the instance norm maps the constant
+    result to zero). At E_dec the guidance is the placement's map (PWAM: its positions are the tokens).
+    """
+
+    placement: Placement
+    layer: str
+    pass_: Pass
+    precision: Precision = "fp32"
+    kind: str = "peer"
+
+    @property
+    def guidance(self) -> str:
+        return "tokens" if self.placement.vector_guidance else "map"
+
+    @property
+    def name(self) -> str:
+        return f"peer/{self.placement.name}/{self.layer}/{self.pass_}/{self.precision}/{self.guidance}"
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "placement": self.placement.name,
+            "layer": self.layer,
+            "pass": self.pass_,
+            "precision": self.precision,
+            "guidance": self.guidance,
+            "compiled": False,
+            "channels_last": False,
+        }
+
+    def build(self, device: torch.device) -> Workload:
+        import igf
+
+        gen = torch.Generator().manual_seed(0)
+        p = self.placement
+        torch.manual_seed(0)
+        module = igf.build_fusion_layer(
+            self.layer,
+            guidance_channels=p.guidance_channels,
+            guided_channels=p.guided_channels,
+            out_channels=p.out_channels,
+            device=device,
+            **peer_options(self.layer, p),
+        )
+        grad = self.pass_ == "fwdbwd"
+        kwargs: dict[str, Any] = {}
+        if p.guidance_size is None:
+            x = _randn((p.batch, SENTENCE_TOKENS, p.guidance_channels), device, gen)
+            kwargs["guidance_mask"] = sentence_mask(p.batch).to(device)
+        else:
+            x = _randn((p.batch, p.guidance_channels, *p.guidance_size), device, gen)
+        x.requires_grad_(grad)
+        y_shape = (p.batch, p.guided_channels, *p.size)
+        y = _randn(y_shape, device, gen, requires_grad=grad)
+        module.train(grad)
+        shapes = {"guidance": list(x.shape), "guided": list(y_shape)}
+        work = _finish(
+            module,
+            (x, y),
+            kwargs,
+            torch.Size((p.batch, p.out_channels, *p.size)),
+            self.pass_,
+            device,
+            self.precision,
+            False,
+            False,
+            gen,
+            shapes,
+            p.batch,
+        )
+        if grad:
+
+            def forward() -> Any:
+                with autocast_context(device, self.precision):
+                    return module(x, y, **kwargs)
+
+            work.forward = forward
+            work.saved_bytes = saved_bytes(module, forward)
+            # in IGF's unit at this placement: one (B, C'_v, H, W) float32 map
+            work.map_bytes = p.batch * p.hidden_channels * p.size[0] * p.size[1] * 4
+        return work
+
+
+@dataclasses.dataclass(frozen=True)
+class RankCase:
+    """A full IGF call (L = 5, ASGate, a sentence vector as guidance) on a guided map of rank 1, 2 or 3.
+
+    ``placement`` gives the widths (C_x, C_y, C'_v, C'_l, out) and the batch; ``size`` the guided map's
+    spatial size, one entry per dimension: ``(T,)`` for a sequence ``(B, C_y, T)``, ``(H, W)`` for an image,
+    ``(D, H, W)`` for a short clip; ``kernel`` the gates' and output convolution's kernel, one entry per
+    dimension (``(1, 3, 3)`` mixes no frames, ``(3, 3, 3)`` does).
+    """
+
+    placement: Placement
+    size: tuple[int, ...]
+    kernel: tuple[int, ...]
+    pass_: Pass
+    precision: Precision = "fp32"
+    kind: str = "rank"
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.size)
+
+    @property
+    def name(self) -> str:
+        size, kernel = "x".join(map(str, self.size)), "x".join(map(str, self.kernel))
+        return f"rank/{self.spatial_dims}d/{self.placement.name}/{size}/k{kernel}/{self.pass_}/{self.precision}"
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "placement": self.placement.name,
+            "spatial_dims": self.spatial_dims,
+            "size": list(self.size),
+            "kernel": list(self.kernel),
+            "pass": self.pass_,
+            "precision": self.precision,
+            "guidance": "vector",
+            "compiled": False,
+            "channels_last": False,
+        }
+
+    def build(self, device: torch.device) -> Workload:
+        import igf
+
+        if len(self.kernel) != len(self.size):
+            raise ValueError(f"kernel {self.kernel} and size {self.size} must have one entry per dimension")
+        gen = torch.Generator().manual_seed(0)
+        p = self.placement
+        torch.manual_seed(0)
+        module = igf.IterativeGatedFusion(
+            p.guidance_channels,
+            p.guided_channels,
+            num_layers=5,
+            gate="asgate",
+            hidden_channels=p.hidden_channels,
+            guidance_hidden_channels=p.guidance_hidden_channels,
+            out_channels=p.out_channels,
+            kernel_size=self.kernel,
+            spatial_dims=self.spatial_dims,
+            device=device,
+        )
+        grad = self.pass_ == "fwdbwd"
+        x = _randn((p.batch, p.guidance_channels), device, gen, requires_grad=grad)
+        y_shape = (p.batch, p.guided_channels, *self.size)
+        y = _randn(y_shape, device, gen, requires_grad=grad)
+        module.train(grad)
+        work = _finish(
+            module,
+            (x, y),
+            {},
+            torch.Size((p.batch, p.out_channels, *self.size)),
+            self.pass_,
+            device,
+            self.precision,
+            False,
+            False,
+            gen,
+            {"guidance": list(x.shape), "guided": list(y_shape)},
+            p.batch,
+        )
+        if grad:
+
+            def forward() -> Any:
+                with autocast_context(device, self.precision):
+                    return module(x, y)
+
+            work.forward = forward
+            work.saved_bytes = saved_bytes(module, forward)
+            positions = 1
+            for s in self.size:
+                positions *= s
+            work.map_bytes = p.batch * p.hidden_channels * positions * 4
+        return work

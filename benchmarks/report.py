@@ -258,6 +258,94 @@ def target_rows(records: list[Record]) -> list[list[str]]:
     return rows
 
 
+# --------------------------------------------------------------------------- peers and ranks
+
+PEER_HEADER = [
+    "site",
+    "layer",
+    "guidance",
+    "pass",
+    "median ms",
+    "time / IGF (medians)",
+    "time / IGF (fastest blocks)",
+    "time / conv floor",
+    "saved maps",
+    "saved / IGF's",
+    "parameters",
+    "GFLOP",
+]
+
+
+def peer_rows(records: list[Record]) -> list[list[str]]:
+    """IGF and its peers at each placement and pass: time (and time / IGF's, from the alternating pair),
+    time / conv floor, saved activations (in IGF's (B, C'_v, H, W) maps), parameters, FLOPs."""
+    rows: list[list[str]] = []
+    for r in _ok(records):
+        if r["kind"] != "peer":
+            continue
+        base = _find(records, kind="peer", placement=r["placement"], layer="igf", precision=r["precision"],
+                     **{"pass": r["pass"]})  # fmt: skip
+        ratio, ratio_min = (1.0, 1.0) if r["layer"] == "igf" else _ratios(r, base)
+        saved, base_saved = r.get("saved_bytes"), None if base is None else base.get("saved_bytes")
+        flops = r.get("flops")
+        rows.append(
+            [
+                r["placement"],
+                r["layer"],
+                r["guidance"],
+                r["pass"],
+                _fmt(r["time_s"]["median"] * 1e3),
+                _fmt(ratio),
+                _fmt(ratio_min),
+                _fmt(r.get("floor_ratio")),
+                _fmt(r.get("saved_maps"), ".1f"),
+                _fmt(saved / base_saved if saved is not None and base_saved else None),
+                f"{r['parameters']:,}",
+                _fmt(flops / 1e9 if flops else None, ".3f"),
+            ]
+        )
+    return rows
+
+
+RANK_HEADER = [
+    "rank",
+    "guided",
+    "kernel",
+    "pass",
+    "median ms",
+    "time / conv floor (medians)",
+    "time / conv floor (fastest blocks)",
+    "saved maps",
+    "parameters",
+    "GFLOP",
+]
+
+
+def rank_rows(records: list[Record]) -> list[list[str]]:
+    """IGF on a sequence, an image and a clip: time, time / conv floor, saved activations, parameters, FLOPs."""
+    rows: list[list[str]] = []
+    for r in _ok(records):
+        if r["kind"] != "rank":
+            continue
+        floor_min = r["time_s"]["min"] / r["floor_time_s"]["min"] if "floor_time_s" in r else None
+        flops = r.get("flops")
+        rows.append(
+            [
+                f"{r['spatial_dims']}-D",
+                str(tuple(r["shapes"]["guided"])),
+                str(tuple(r["kernel"])),
+                r["pass"],
+                _fmt(r["time_s"]["median"] * 1e3),
+                _fmt(r.get("floor_ratio")),
+                _fmt(floor_min),
+                _fmt(r.get("saved_maps"), ".1f"),
+                f"{r['parameters']:,}",
+                _fmt(flops / 1e9 if flops else None, ".3f"),
+            ]
+        )
+    return rows
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -327,6 +415,8 @@ GROUP_TITLES = {
     "checkpoint": "Activation checkpointing",
     "fused": "Fused step vs the step as separate operations (fused=False)",
     "dcmfnet": "DCMFNet end to end",
+    "peers": "IGF and its peers (FiLM, PWAM, concatenation), every case",
+    "ranks": "IGF in 1-D, 2-D and 3-D, every case",
 }
 
 
@@ -380,6 +470,34 @@ def markdown(
         else "(no target cases run)",
         "",
     ]
+    prows, rrows = peer_rows(records), rank_rows(records)
+    if prows:
+        lines += [
+            "## IGF and its peers at the DCMFNet placements",
+            "",
+            "Each layer built by `igf.build_fusion_layer` with the placement's input and output widths: IGF with "
+            "L = 5 and ASGate, PWAM with key width = IGF's C'_v, concatenation with hidden width = IGF's C'_v, FiLM "
+            "(no hidden width). Guidance at E3, E4 and E_enc: a sentence of 15 word features (B, 15, C_x) with a "
+            "padding mask (15, 9, 3, ... real words); PWAM attends over the real words, the others take their "
+            "masked mean (with a single sentence vector PWAM's output would not depend on the guidance). At E_dec: "
+            "the placement's guidance map. *Time / IGF*: the pair re-timed in alternating blocks. *Saved maps*: in "
+            "units of IGF's (B, C'_v, H, W) float32 map at the placement, so the column compares across layers.",
+            "",
+            _table(PEER_HEADER, prows),
+            "",
+        ]
+    if rrows:
+        lines += [
+            "## IGF in 1-D, 2-D and 3-D",
+            "",
+            "IGF (L = 5, ASGate) guided by a sentence vector, at the widths of the variant placement, on a "
+            "sequence (B, C_y, T), an image (B, C_y, H, W) and a short clip (B, C_y, D, H, W) of about the same "
+            "number of positions; `kernel` is the gates' and the output convolution's kernel. *Saved maps*: in "
+            "(B, C'_v, *spatial) float32 maps of the case's own size.",
+            "",
+            _table(RANK_HEADER, rrows),
+            "",
+        ]
     ok = _ok(records)
     for group, title in GROUP_TITLES.items():
         rs = [r for r in ok if group in r.get("groups", [])]
@@ -521,7 +639,8 @@ def write_report(
     *,
     plots: bool = True,
     comparisons: list[Record] | None = None,
+    name: str = "results.md",
 ) -> None:
-    """Write ``results.md`` (and the PNG plots) into ``out_dir``."""
+    """Write the report ``name`` (default ``results.md``) and the PNG plots into ``out_dir``."""
     names = write_plots(records, out_dir) if plots else []
-    (out_dir / "results.md").write_text(markdown(env, records, names, comparisons))
+    (out_dir / name).write_text(markdown(env, records, names, comparisons))

@@ -7,6 +7,9 @@ Writes to ``DIR``:
     *.png          time vs L per gate, eager vs compile, memory with/without checkpointing
     command.txt    the command line that produced them
 
+With ``--results-name NAME`` the report and records are ``NAME.json`` and ``NAME.md`` and the command
+``NAME.command.txt`` (e.g. ``--groups peers --results-name results_peers`` beside a full run's results).
+
 Exits with status 1 (after writing all of these) when any case or comparison
 recorded an error, listing them on stderr, so that a CI smoke run fails loudly.
 """
@@ -39,7 +42,7 @@ from benchmarks.suite import GROUPS, build_suite, comparison_pairs
 from benchmarks.timing import TimingResult, measure, measure_interleaved, page_faults_per_call
 from benchmarks.workload import Workload
 
-FLOOR_KINDS = ("gate", "fusion", "igf")
+FLOOR_KINDS = ("gate", "fusion", "igf", "peer", "rank")
 #: Alternations at least of a target's pair: a 0.2 s case gets only five blocks of about 1 s
 #: otherwise, and on a shared machine one disturbed block then moves the median.
 PAIR_MIN_ROUNDS = 15
@@ -244,6 +247,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="keep only the cases of the selected groups whose name matches REGEX (re.search), e.g. "
         "'/L5/fwdbwd/'; the target pairs among them are still re-timed",
     )
+    p.add_argument(
+        "--results-name",
+        default="results",
+        metavar="NAME",
+        help="file names of the outputs: NAME.json, NAME.md and NAME.command.txt (default: results.json, "
+        "results.md and command.txt), so that a run of some groups can sit beside a full run's results",
+    )
     p.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     p.add_argument("--no-floor", action="store_true", help="skip the conv floor")
     p.add_argument("--no-memory", action="store_true", help="skip peak memory")
@@ -263,6 +273,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             re.compile(args.match)
         except re.error as error:
             p.error(f"--match {args.match!r}: {error}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.results_name):
+        p.error(f"--results-name {args.results_name!r}: letters, digits, '_', '.' and '-' only")
     unknown = set(args.groups.split(",")) - set(GROUPS)
     if unknown:
         p.error(f"unknown groups {sorted(unknown)}; expected a subset of {list(GROUPS)}")
@@ -295,7 +307,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     command = "python -m benchmarks.run " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
-    (out_dir / "command.txt").write_text(command + "\n")
+    stem = args.results_name
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    (out_dir / ("command.txt" if stem == "results" else f"{stem}.command.txt")).write_text(command + "\n")
 
     groups = tuple(args.groups.split(","))
     if "compile" in groups and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
@@ -324,7 +338,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         status = rec.get("error") or f"{rec['time_s']['median'] * 1e3:9.2f} ms"
         print(f"[{i:3d}/{len(suite)}] {time.perf_counter() - started:6.1f}s {case.name:70s} {status}", flush=True)
         env["total_seconds"] = round(time.perf_counter() - started, 1)
-        (out_dir / "results.json").write_text(json.dumps({"environment": env, "records": records}, indent=1))
+        json_path.write_text(json.dumps({"environment": env, "records": records}, indent=1))
     comparisons: list[dict[str, Any]] = []
     if not args.no_pairs:
         pairs = comparison_pairs([c for c, _ in suite], include_compiled=not args.quick)
@@ -337,11 +351,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 flush=True,
             )
             env["total_seconds"] = round(time.perf_counter() - started, 1)
-            (out_dir / "results.json").write_text(
+            json_path.write_text(
                 json.dumps({"environment": env, "records": records, "comparisons": comparisons}, indent=1)
             )
-    report.write_report(env, records, out_dir, plots=not args.no_plots, comparisons=comparisons)
-    print(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'}" + ("" if args.no_plots else " and plots"))
+    report.write_report(env, records, out_dir, plots=not args.no_plots, comparisons=comparisons, name=md_path.name)
+    print(f"wrote {json_path}, {md_path}" + ("" if args.no_plots else " and plots"))
     failed = failures(records, comparisons)
     if failed:
         print(f"{len(failed)} benchmark(s) failed:", *failed, sep="\n  ", file=sys.stderr)

@@ -15,6 +15,10 @@ checkpoint  activation checkpointing on/off: time, peak memory and saved activat
 fused       fused (default) vs plain (``fused=False``, the step as separate PyTorch operations) fwd+bwd: time,
             saved activations and output difference, at the E3-like and E_dec-like shapes and every placement
 dcmfnet     DCMFNet train step and inference, end to end
+peers       IGF, FiLM, PWAM and concatenation at every placement, same widths (a padded 15-word sentence at the
+            language sites, the map at E_dec); on a CPU also E_enc and E_dec at the paper's channel widths
+ranks       full IGF on a sequence (B, C, T), an image and a short clip (B, C, D, H, W) with kernel (1, 3, 3)
+            and (3, 3, 3), about the same number of positions, at E3's widths
 ==========  ==================================================================
 
 A case that several groups need (e.g. the eager fp32 IGF at the variant
@@ -30,11 +34,14 @@ import torch
 
 from benchmarks.cases import (
     GATE_NAMES,
+    PEER_LAYERS,
     FusionCase,
     GateCase,
     IGFCase,
     Pass,
+    PeerCase,
     Placement,
+    RankCase,
     full_width_placements,
     placements_for,
     spec_memory_placements,
@@ -52,6 +59,8 @@ GROUPS: tuple[str, ...] = (
     "checkpoint",
     "fused",
     "dcmfnet",
+    "peers",
+    "ranks",
 )
 PASSES: tuple[Pass, ...] = ("fwd", "fwdbwd")
 
@@ -80,6 +89,7 @@ class SuiteSettings:
     precisions: tuple[str, ...]
     dcmfnet: tuple[tuple[str, int, int], ...]
     full_width: tuple[Placement, ...] = ()
+    peer_full_width: tuple[Placement, ...] = ()
 
 
 def settings_for(device: torch.device, quick: bool, output_stride: int = 8) -> SuiteSettings:
@@ -112,11 +122,23 @@ def settings_for(device: torch.device, quick: bool, output_stride: int = 8) -> S
         ("bf16",),
         (("model_cpu", 6, 64),),
         full_width_placements(),
+        tuple(p for p in full_width_placements() if p.name in ("E_enc-full-width", "E_dec-full-width")),
     )
 
 
 def _guidances(p: Placement) -> tuple[str, ...]:
     return ("vector", "tiled") if p.vector_guidance else ("map",)
+
+
+def rank_shapes(quick: bool) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]:
+    """(guided size, kernel) of the ``ranks`` group: a sequence, an image and a clip of about as many positions.
+
+    CPU and GPU: T = 225, 15 x 15 and 4 x 8 x 8 (256) positions at the variant placement's widths (on a CPU, E3
+    reduced); the clip with kernel (1, 3, 3) (no mixing of frames) and (3, 3, 3).
+    """
+    if quick:
+        return (((16,), (3,)), ((4, 4), (3, 3)), ((2, 4, 4), (1, 3, 3)), ((2, 4, 4), (3, 3, 3)))
+    return (((225,), (3,)), ((15, 15), (3, 3)), ((4, 8, 8), (1, 3, 3)), ((4, 8, 8), (3, 3, 3)))
 
 
 def build_suite(
@@ -178,6 +200,14 @@ def build_suite(
     for pass_ in ("fwd",) if quick else PASSES:
         add("compile", IGFCase(compile_placement, pass_))
         add("compile", IGFCase(compile_placement, pass_, compiled=True))
+    peer_placements = (v, s.placements[-1]) if quick else (*s.placements, *s.peer_full_width)
+    for p in peer_placements:
+        for pass_ in passes:
+            for layer in PEER_LAYERS:
+                add("peers", PeerCase(p, layer, pass_))
+    for size, kernel in rank_shapes(quick):
+        for pass_ in passes:
+            add("ranks", RankCase(v, size, kernel, pass_))
     for config, batch, size in s.dcmfnet:
         for dpass in ("infer", "train"):
             add("dcmfnet", DCMFNetCase(config, dpass, batch, size))
@@ -190,7 +220,7 @@ def comparison_pairs(cases: list[Any], *, include_compiled: bool = True) -> list
     Each pair is re-timed in alternating blocks so that its ratio does not drift with
     the machine's load: ConvLSTM / ASGate and ConvGRU / ASGate gate steps (fwd+bwd),
     checkpointing on / off at L = 5, tiled map / vector guidance, compiled / eager,
-    fused / plain, channels_last / contiguous.
+    fused / plain, channels_last / contiguous; and each peer layer / IGF at the same placement and pass.
     """
     present = set(cases)
     pairs: list[tuple[Any, Any]] = []
@@ -207,4 +237,6 @@ def comparison_pairs(cases: list[Any], *, include_compiled: bool = True) -> list
             pairs.append((dataclasses.replace(c, fused=True), c))
         elif isinstance(c, IGFCase) and c.channels_last:
             pairs.append((c, dataclasses.replace(c, channels_last=False)))
+        elif isinstance(c, PeerCase) and c.layer != "igf":
+            pairs.append((c, dataclasses.replace(c, layer="igf")))
     return [(a, b) for a, b in pairs if a in present and b in present]

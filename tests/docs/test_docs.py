@@ -34,16 +34,30 @@ PAGES = (
     "index",
     "guides/install",
     "guides/own_model",
+    "guides/choosing",
     "guides/dcmfnet",
     "guides/benchmarks",
     "guides/ablations",
+    "guides/reproducing",
     "math",
     "gates",
     "api/igf",
     "api/dcmfnet",
 )
 PUBLIC_NAMES = tuple(name for name in igf.__all__ if not name.startswith("_"))
-IGF_MODULES = ("igf", "igf.fusion", "igf.gates", "igf.iterative", "igf._validation")
+IGF_MODULES = (
+    "igf",
+    "igf.fusion",
+    "igf.gates",
+    "igf.iterative",
+    "igf._validation",
+    "igf.film",
+    "igf.pixel_word_attention",
+    "igf.concat",
+    "igf.protocol",
+    "igf.registry",
+    "igf.spatial",
+)
 
 
 class Build:
@@ -91,7 +105,6 @@ def test_every_public_name_has_an_api_entry(builds: dict[str, Build]) -> None:
     assert not missing, f"no API entry for {missing}"
 
 
-
 def test_committed_ablation_tables_are_rendered(builds: dict[str, Build]) -> None:
     """Every committed ``tableN.md`` (one folder per benchmark kind) appears on the ablations page."""
     returncode, _, stderr = builds["html"].result()
@@ -104,6 +117,7 @@ def test_committed_ablation_tables_are_rendered(builds: dict[str, Build]) -> Non
     for table in tables:
         assert table.relative_to(ROOT).as_posix() in html, f"{table} is not rendered"
         assert f"{table.stem}.png" in html
+
 
 #: ``src``/``href`` values that leave the built pages: an absolute URL or a scheme-relative one.
 EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)
