@@ -205,9 +205,9 @@ def build_suite(
         for pass_ in passes:
             for layer in PEER_LAYERS:
                 add("peers", PeerCase(p, layer, pass_))
-    for size, kernel in rank_shapes(quick):
+    for rank_size, kernel in rank_shapes(quick):
         for pass_ in passes:
-            add("ranks", RankCase(v, size, kernel, pass_))
+            add("ranks", RankCase(v, rank_size, kernel, pass_))
     for config, batch, size in s.dcmfnet:
         for dpass in ("infer", "train"):
             add("dcmfnet", DCMFNetCase(config, dpass, batch, size))
