@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,15 @@ def test_export_and_evaluate_with_model_or_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:  # exactly one of the two
         evaluate.main(["--model", "m", "--checkpoint", "c", "--output-json", str(tmp_path / "x.json")])
     assert exit_info.value.code == 2
+
+
+def test_exported_files_are_readable_like_checkpoints(tmp_path: Path) -> None:
+    """The safetensors writer creates its file 0600; the export leaves every file as the umask allows (0644)."""
+    cfg = tiny_config().model
+    previous = os.umask(0o022)
+    try:
+        save_pretrained(build_model(cfg), tmp_path / "m", PretrainedConfig(model=cfg, image_size=32, max_tokens=8))
+    finally:
+        os.umask(previous)
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in (tmp_path / "m").iterdir()}
+    assert modes == {"model.safetensors": "0o644", "config.json": "0o644", "README.md": "0o644"}

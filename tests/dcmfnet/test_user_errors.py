@@ -91,3 +91,51 @@ def test_a_defect_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setattr(train_command, "train", broken)
     with pytest.raises(KeyError, match="a defect"):
         train_command.main(["--config", str(CPU_CONFIG), "--output-dir", str(tmp_path / "run"), *TINY])
+
+
+def test_a_folder_is_named_a_folder(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(tmp_path / "black.png")
+    words = ["--expression", "the red circle", "--output", str(tmp_path / "o.png")]
+    assert predict.main(["--checkpoint", str(tmp_path), "--image", str(tmp_path / "black.png"), *words]) == 2
+    one_line_error(capsys, f"checkpoint {tmp_path} is a folder", "expected a checkpoint file", "best.pt")
+    assert predict.main(["--checkpoint", str(checkpoint), "--image", str(tmp_path), *words]) == 2
+    one_line_error(capsys, f"image {tmp_path} is a folder", "expected an image file")
+
+
+def test_an_image_given_as_checkpoint_is_not_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(tmp_path / "black.png")
+    png = str(tmp_path / "black.png")
+    words = ["--expression", "the red circle", "--output", str(tmp_path / "o.png")]
+    assert predict.main(["--checkpoint", png, "--image", png, *words]) == 2
+    err = one_line_error(capsys, "black.png is not a checkpoint", "expected a checkpoint file", "PNG")
+    assert "weights_only" not in err
+
+
+def test_a_value_of_the_wrong_type_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = ["--config", str(CPU_CONFIG), "--output-dir", str(tmp_path / "run"), *TINY]
+    assert train_command.main([*run, "optim.lr_rest=abc"]) == 2
+    one_line_error(capsys, "invalid value for optim.lr_rest", "expected a number, got 'abc'")
+    assert train_command.main([*run, "train.max_steps=1.5"]) == 2
+    one_line_error(capsys, "invalid value for train.max_steps", "expected an integer or null, got 1.5")
+
+
+def test_batch_size_zero_is_refused(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    command = ["--checkpoint", str(checkpoint), "--batch-size", "0", "--output-json", str(tmp_path / "e.json")]
+    assert evaluate.main(command) == 2
+    one_line_error(capsys, "--batch-size must be at least 1, got 0")
+    assert not (tmp_path / "e.json").exists()
+
+
+def test_an_output_in_a_missing_folder_is_refused(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(tmp_path / "black.png")
+    model = ["--checkpoint", str(checkpoint), "--image", str(tmp_path / "black.png"), "--expression", "the red circle"]
+    missing = tmp_path / "missing" / "dir"
+    assert predict.main([*model, "--output", str(missing / "o.png")]) == 2
+    one_line_error(capsys, f"--output {missing / 'o.png'}: its folder {missing} does not exist")
+    assert predict.main([*model, "--output", str(tmp_path / "o.png"), "--mask-output", str(missing / "m.png")]) == 2
+    one_line_error(capsys, f"--mask-output {missing / 'm.png'}: its folder {missing} does not exist")
+    assert evaluate.main(["--checkpoint", str(checkpoint), "--output-json", str(missing / "e.json")]) == 2
+    one_line_error(capsys, f"--output-json {missing / 'e.json'}: its folder {missing} does not exist")
+    assert not (tmp_path / "missing").exists()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -142,14 +143,18 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
             does not match its digest (the message names the file).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    _check_checkpoint_file(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises RuntimeError/EOFError/UnpicklingError for damaged files
+    except pickle.UnpicklingError as error:  # weights_only refused an object: not ours, and not to be unpickled
         raise CheckpointError(
-            f"cannot read checkpoint {path} ({path.stat().st_size} bytes): the file is truncated or is not a "
-            f"checkpoint ({type(error).__name__}: {error})"
+            f"{path} is not a DCMFNet checkpoint: it holds Python objects other than tensors and plain values "
+            "(a checkpoint written by `dcmfnet train` holds none), so it is not loaded"
+        ) from error
+    except Exception as error:  # torch raises RuntimeError/EOFError for damaged files
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({path.stat().st_size} bytes): the file is truncated or damaged "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
         ) from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
@@ -167,6 +172,27 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}")
     return state
+
+
+def _check_checkpoint_file(path: Path) -> None:
+    """Refuse what cannot be a checkpoint before torch reads it: a missing path, a folder, a file that is no zip.
+
+    Raises:
+        CheckpointError: naming the path, what was expected and what was found.
+    """
+    expected = "a checkpoint file written by `dcmfnet train` (best.pt or last.pt)"
+    if path.is_dir():
+        exported = " (an exported model folder: pass it as --model)" if (path / "config.json").is_file() else ""
+        raise CheckpointError(f"checkpoint {path} is a folder{exported}; expected {expected}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if not head.startswith(b"PK"):  # torch.save writes a zip archive (a truncated one still starts so)
+        raise CheckpointError(
+            f"{path} is not a checkpoint: expected {expected}, a zip archive; got a file of {path.stat().st_size} "
+            f"bytes starting {head!r}"
+        )
 
 
 def content_digest(state: Mapping[str, Any]) -> str:

@@ -57,6 +57,8 @@ def read_image(
         InputError: The image has more than ``max_pixels`` pixels.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ImageReadError(f"image {path} is a folder; expected an image file (PNG, JPEG or any format Pillow reads)")
     if not path.is_file():
         raise ImageReadError(f"image {path} does not exist")
     try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -139,6 +140,7 @@ def write_pretrained(model: DCMFNet, directory: str | Path, config: PretrainedCo
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_model(model, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    os.chmod(directory / WEIGHTS_NAME, 0o666 & ~_umask())  # the safetensors writer creates 0600; config.json is 0644
     written = [WEIGHTS_NAME]
     encoder = model.text_encoder
     if isinstance(encoder, HFTextEncoder):
@@ -158,6 +160,13 @@ def write_pretrained(model: DCMFNet, directory: str | Path, config: PretrainedCo
     payload["config_sha256"] = _config_sha256(payload)
     (directory / CONFIG_NAME).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     return directory
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it, then put back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def load_pretrained(

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from dcmfnet.config import ModelConfig
 from dcmfnet.configs import resolve_config
@@ -130,9 +132,36 @@ def _merge(sources: Sequence[tuple[str, Any]]) -> DictConfig:
             raise ConfigError(
                 f"unknown config key {key!r} in {name}; valid keys under {parent or 'the top level'}: {valid}"
             ) from None
+        except ValidationError as error:
+            raise ConfigError(_invalid_value_message(error, name)) from None
         except OmegaConfBaseException as error:
-            raise ConfigError(f"invalid value in {name}: {error}") from None
+            raise ConfigError(f"invalid value in {name}: {str(error).splitlines()[0]}") from None
     return merged
+
+
+def _invalid_value_message(error: ValidationError, source: str) -> str:
+    """One line: the key, the value given and the type the config declares for it (OmegaConf's reason else)."""
+    hint = None
+    if dataclasses.is_dataclass(error.object_type) and isinstance(error.key, str):
+        hint = typing.get_type_hints(error.object_type).get(error.key)
+    expected = f"expected {_type_name(hint)}" if hint is not None else str(error.msg).splitlines()[0]
+    return f"invalid value for {error.full_key} in {source}: {expected}, got {getattr(error, 'value', None)!r}"
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+_PLURALS = {int: "integers", float: "numbers", bool: "booleans", str: "strings"}
+
+
+def _type_name(hint: Any) -> str:
+    """A config field's annotation as a message says it: ``a number``, ``an integer or null``, ``a list of strings``."""
+    args, origin = typing.get_args(hint), typing.get_origin(hint)
+    if args and origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in args)
+    if dict in (origin, hint):
+        return "a mapping"
+    if origin in (list, tuple, Sequence):
+        return f"a list of {_PLURALS.get(args[0], 'values') if args else 'values'}"
+    return _TYPE_NAMES.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _validate(cfg: RunConfig) -> RunConfig:

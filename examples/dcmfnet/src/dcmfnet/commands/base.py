@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from dcmfnet.devices import DEVICE_CHOICES
 from dcmfnet.errors import InputError, is_user_error
@@ -20,6 +21,7 @@ __all__ = [
     "add_model_arguments",
     "is_user_error",
     "parse_with_overrides",
+    "require_parent_folder",
     "require_positive",
     "run_command",
     "run_parsed",
@@ -72,6 +74,20 @@ def require_positive(option: str, value: int | None) -> None:
     """
     if value is not None and value < 1:
         raise InputError(f"{option} must be at least 1, got {value}")
+
+
+def require_parent_folder(option: str, path: str | Path | None) -> None:
+    """Refuse an output file whose folder does not exist (``None``, not given, passes): no folder is created.
+
+    Raises:
+        InputError: the folder of ``path`` is missing, or is a file.
+    """
+    if path is None:
+        return
+    parent = Path(path).parent
+    if not parent.is_dir():
+        what = "is a file" if parent.exists() else "does not exist"
+        raise InputError(f"{option} {path}: its folder {parent} {what}; expected an existing folder (create it first)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

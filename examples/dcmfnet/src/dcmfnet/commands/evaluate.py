@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from dcmfnet import distributed
-from dcmfnet.commands.base import add_device_argument, add_model_arguments, require_positive, run_command
+from dcmfnet.commands.base import (
+    add_device_argument,
+    add_model_arguments,
+    require_parent_folder,
+    require_positive,
+    run_command,
+)
 from dcmfnet.data.base import ShuffledExpressions
 from dcmfnet.data.build import build_dataset, max_tokens_for
 from dcmfnet.evaluation import evaluate_model, save_prediction_gallery
@@ -38,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--split", default=None, help="split to score (default: the run's validation split)")
     parser.add_argument("--shuffle-expressions", action="store_true", help="give each sample another's expression")
-    parser.add_argument("--output-json", required=True, help="where to write the metrics")
+    parser.add_argument("--output-json", required=True, help="where to write the metrics (its folder must exist)")
     parser.add_argument("--gallery", default=None, help="gallery PNG (default: beside the JSON; 'none' to skip)")
     parser.add_argument("--data-root", default=None, help="override the dataset root stored in the checkpoint")
     parser.add_argument("--batch-size", type=int, default=None, help="evaluation batch size")
@@ -56,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate with the parsed arguments; returns the exit status."""
     require_positive("--max-samples", args.max_samples)
     require_positive("--batch-size", args.batch_size)
+    require_parent_folder("--output-json", args.output_json)
+    require_parent_folder("--gallery", None if args.gallery in (None, "none") else args.gallery)
     context = distributed.setup(device=args.device)
     try:
         load = load_model_from_folder if args.model is not None else load_model_from_checkpoint
@@ -89,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
         }
         if context.is_main:
             output = Path(args.output_json)
-            output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(json.dumps(result, indent=2) + "\n")
             summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
             print(

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dcmfnet.commands.base import add_device_argument, add_model_arguments, run_command
+from dcmfnet.commands.base import add_device_argument, add_model_arguments, require_parent_folder, run_command
 from dcmfnet.images import DEFAULT_MAX_PIXELS
 from dcmfnet.inference import Segmenter
 from dcmfnet.visualize import overlay_mask, save_feature_maps
@@ -45,9 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--image", required=True, help="input image")
     parser.add_argument("--expression", required=True, help="referring expression")
-    parser.add_argument("--output", required=True, help="PNG of the mask overlaid on the image")
-    parser.add_argument("--maps", default=None, help="folder for the Fig. 6/7 feature maps")
-    parser.add_argument("--mask-output", default=None, help="also save the binary mask as a PNG")
+    parser.add_argument("--output", required=True, help="PNG of the mask overlaid on the image (its folder must exist)")
+    parser.add_argument("--maps", default=None, help="folder for the Fig. 6/7 feature maps (created)")
+    parser.add_argument("--mask-output", default=None, help="also the binary mask as a PNG (its folder must exist)")
     add_device_argument(parser)
     parser.add_argument(
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default: %(default)s)"
@@ -61,17 +61,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Predict with the parsed arguments; returns the exit status."""
+    require_parent_folder("--output", args.output)
+    require_parent_folder("--mask-output", args.mask_output)
     segmenter = load_segmenter(args, device=args.device, max_pixels=args.max_pixels)
     image = segmenter.load_image(args.image)  # read once: segment() takes the RGB array as it is
     result = segmenter.segment(image, args.expression, return_maps=args.maps is not None)
     for warning in result.warnings:
         print(f"dcmfnet predict: warning: {warning}", file=sys.stderr)
     destination = Path(args.output)
-    destination.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(overlay_mask(image, result.mask)).save(destination)
     print(f'"{args.expression}": {int(result.mask.sum())} of {result.mask.size} pixels -> {destination}')
     if args.mask_output:
-        Path(args.mask_output).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(result.mask.astype(np.uint8) * 255).save(args.mask_output)
     if args.maps:
         assert result.stage_maps is not None and result.fusion_maps is not None
