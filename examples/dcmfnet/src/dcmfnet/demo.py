@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEMO_MAX_PIXELS",
-    "SCENE_SPLIT",
     "GROUP_CAPTIONS",
     "MAP_LEGEND",
+    "SCENE_SPLIT",
     "DemoResponse",
     "Limits",
     "build_app",
@@ -58,7 +58,8 @@ DEMO_MAX_PIXELS = 4096 * 4096
 CSS = """
 #image img, #overlay img, #mask img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 .maps img { image-rendering: pixelated; object-fit: contain !important; }
-#colour-scale img { image-rendering: auto; }
+#colour-scale .bar { height: 14px; border-radius: 3px; }
+#colour-scale .ends { display: flex; justify-content: space-between; font-size: 0.85em; }
 """
 #: Height of the image panels in CSS pixels.
 PANEL_HEIGHT = 320
@@ -356,17 +357,7 @@ def _output_panel() -> list[gr.components.Component]:
         mask = gr.Image(label="Mask", format="png", interactive=False, height=PANEL_HEIGHT, elem_id="mask")
     with gr.Row(equal_height=True):
         gr.Markdown(MAP_LEGEND, elem_id="map-legend")
-    with gr.Row():
-        gr.Markdown("blue: weak", elem_id="scale-low")
-        gr.Image(
-            value=colour_bar(),
-            show_label=False,
-            interactive=False,
-            container=False,
-            height=24,
-            elem_id="colour-scale",
-        )
-        gr.Markdown("red: strong", elem_id="scale-high")
+    gr.HTML(_colour_scale_html(), elem_id="colour-scale")
     captions, galleries = [], []
     for group in MAP_GROUPS:
         captions.append(gr.Markdown(GROUP_CAPTIONS[group], visible=False, elem_id=f"caption-{group}"))
@@ -374,7 +365,8 @@ def _output_panel() -> list[gr.components.Component]:
             gr.Gallery(
                 label=GROUP_CAPTIONS[group].split("**")[1].rstrip("."),
                 columns=5,
-                height="auto",
+                rows=1,
+                height=250,
                 format="png",
                 object_fit="contain",
                 visible=False,
@@ -383,6 +375,15 @@ def _output_panel() -> list[gr.components.Component]:
             )
         )
     return [status, overlay, mask, *captions, *galleries]
+
+
+def _colour_scale_html() -> str:
+    """The heat maps' colour scale as a CSS gradient (the ``jet`` colours of :func:`colour_bar`), ends labelled."""
+    stops = ", ".join(f"rgb({r},{g},{b})" for r, g, b in colour_bar(width=9)[0])
+    return (
+        f'<div class="bar" style="background: linear-gradient(to right, {stops});"></div>'
+        '<div class="ends"><span>blue: weak response</span><span>red: strong response</span></div>'
+    )
 
 
 def launch(app: gr.Blocks, *, host: str, port: int | None, limits: Limits | None = None, block: bool = True) -> str:
