@@ -23,7 +23,9 @@ from tests.dcmfnet.tiny_run import CPU_CONFIG, TINY, tiny_config
 def test_cpu_config_loads_and_unknown_keys_fail() -> None:
     cfg = load_run_config(CPU_CONFIG)
     assert cfg.model.backbone == "tiny_cnn" and cfg.data.dataset == "synthetic"
-    assert cfg.train.max_train_minutes is not None and cfg.train.max_train_minutes <= 10
+    # a fixed number of steps, not a time budget: the same model on any machine
+    assert cfg.optim.schedule_by == "steps" and cfg.train.max_steps == 1800 and cfg.train.max_train_minutes is None
+    assert cfg.train.reference_step_seconds and "2-core" in (cfg.train.reference_machine or "")
     with pytest.raises(ConfigError, match=r"unknown config key 'train\.epoch'.*epochs"):
         load_run_config(CPU_CONFIG, ["train.epoch=3"])
     with pytest.raises(ConfigError, match="precision"):
@@ -319,3 +321,15 @@ def test_skip_nonfinite_skips_the_batch_and_counts_it(tmp_path: Path, monkeypatc
     assert math.isfinite(result["train_loss"])
     state = load_checkpoint(tmp_path / "last.pt")
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_a_run_of_known_length_shows_its_eta_and_the_reference_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a time budget the bar counts the run's steps (its ETA is the end of training), and the run says
+    up front how long its steps took on the reference machine."""
+    overrides = ["train.progress_bar=true", "train.reference_step_seconds=0.5", "train.reference_machine=a test box"]
+    train(tiny_config(*overrides), tmp_path / "run")
+    out, err = capsys.readouterr()
+    assert "on a test box one step took 0.50 s: 12 steps in about 0.1 min of training" in out
+    assert "12/12 [" in err and "6/6 [" not in err  # two epochs of 6 steps on one bar of the run's 12 steps

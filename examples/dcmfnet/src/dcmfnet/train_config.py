@@ -81,7 +81,9 @@ class TrainConfig:
     for long epochs). ``max_train_minutes`` stops training (not counting validation) when reached; ``num_threads``
     sets ``torch.set_num_threads`` (1 is fastest on a CPU shared with other jobs). A non-finite
     loss or gradient stops the run with an error; ``skip_nonfinite`` skips such batches instead
-    (their number is logged as ``skipped_batches``).
+    (their number is logged as ``skipped_batches``). ``reference_step_seconds`` is how long one
+    optimizer step took on ``reference_machine`` (the machine the config was timed on); the run prints
+    both, and the whole run's expected time there, before the first step. They change nothing else.
     """
 
     epochs: int = 15
@@ -101,6 +103,8 @@ class TrainConfig:
     progress_bar: bool = True
     num_threads: int | None = None
     skip_nonfinite: bool = False
+    reference_step_seconds: float | None = None
+    reference_machine: str | None = None
 
 
 @dataclass
@@ -222,6 +226,8 @@ def _number_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
         checks.append(at_least("train.max_train_minutes", cfg.train.max_train_minutes, 0, above=True))
     if cfg.train.max_steps is not None:
         checks.append(at_least("train.max_steps", cfg.train.max_steps, 1))
+    if cfg.train.reference_step_seconds is not None:
+        checks.append(at_least("train.reference_step_seconds", cfg.train.reference_step_seconds, 0, above=True))
     if cfg.train.eval_every_steps is not None:
         checks.append(at_least("train.eval_every_steps", cfg.train.eval_every_steps, 1))
     return checks

@@ -633,6 +633,15 @@ def _announce(run: _Run) -> None:
         f"x{context.world_size}; {len(run.train_set)} train / {len(run.val_set)} val samples; "
         f"{run.steps_per_epoch} steps/epoch, {run.total_steps} steps"
     )
+    seconds = cfg.train.reference_step_seconds
+    if seconds is not None:
+        where = cfg.train.reference_machine or "the machine this config was timed on"
+        budget = "" if cfg.train.max_train_minutes is None else " (or fewer: the time budget may end the run first)"
+        print(
+            f"on {where} one step took {seconds:.2f} s: {run.total_steps} steps{budget} in about "
+            f"{run.total_steps * seconds / 60:.1f} min of training, validation not counted; the bar's ETA is this "
+            "machine's"
+        )
 
 
 def train(cfg: RunConfig, output_dir: str | Path, *, resume: str = "auto") -> dict[str, Any]:
@@ -687,15 +696,25 @@ def _train(
 
 
 class _ProgressBar:
-    """The tqdm bar of an epoch (rank 0, ``train.progress_bar``): recent loss, learning rate, images/s."""
+    """The tqdm bar of an epoch (rank 0, ``train.progress_bar``): recent loss, learning rate, images/s.
+
+    Without a time budget the run's length is known, so the bar counts the run's optimizer steps and its
+    ETA is the end of training (validation not counted); under a time budget it counts the epoch's batches.
+    """
 
     def __init__(self, run: _Run) -> None:
         cfg, state = run.cfg, run.state
         self.bar: Any = None
+        self.by_step = cfg.train.max_train_minutes is None
         if run.context.is_main and cfg.train.progress_bar:
+            total, initial, unit = (
+                (run.total_steps, state.step, "step") if self.by_step
+                else (run.batches_per_epoch, state.epoch_batches, "batch")
+            )  # fmt: skip
+            epochs = -(-run.total_steps // run.steps_per_epoch) if self.by_step else cfg.train.epochs  # max_steps
             self.bar = tqdm(
-                total=run.batches_per_epoch, initial=state.epoch_batches, unit="batch", dynamic_ncols=True,
-                desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}", leave=True,
+                total=total, initial=initial, unit=unit, dynamic_ncols=True,
+                desc=f"epoch {state.epoch + 1}/{epochs}", leave=True,
             )  # fmt: skip
         self.recent = torch.zeros(50, dtype=torch.float64, device=run.context.device)  # the last losses, on device
         self.count = 0
@@ -710,9 +729,13 @@ class _ProgressBar:
         if self.bar is None:
             return
         cfg, state = run.cfg, run.state
-        self.bar.update(cfg.train.grad_accum_steps)
+        if self.by_step:
+            self.bar.update(state.step - self.bar.n)  # a skipped non-finite batch is no step
+        else:
+            self.bar.update(cfg.train.grad_accum_steps)
         if state.step % cfg.train.log_every_steps == 0 or state.epoch_batches == run.batches_per_epoch:
-            rate = self.bar.format_dict.get("rate") or 0.0
+            batches_per_unit = cfg.train.grad_accum_steps if self.by_step else 1
+            rate = (self.bar.format_dict.get("rate") or 0.0) * batches_per_unit
             self.bar.set_postfix(
                 loss=f"{self.recent[: min(self.count, len(self.recent))].mean().item():.4f}",
                 lr=f"{run.optimizer.param_groups[-1]['lr']:.2e}",
