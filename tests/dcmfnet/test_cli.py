@@ -59,3 +59,31 @@ def test_user_mistakes_are_one_line_with_exit_code_2(tmp_path: Path, capsys: pyt
 def test_debug_shows_the_exception(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"train\.epoch"):
         main(["train", "--config", "cpu_synthetic", "--output-dir", str(tmp_path), "train.epoch=3", "--debug"])
+
+
+def test_stats_reports_the_config_a_user_trains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--config`` takes a run config or a model config, as ``dcmfnet train`` does, with ``model.*`` overrides."""
+    assert main(["stats", "--config", "cpu_synthetic", "--steps", "0"]) == 0
+    run_line = capsys.readouterr().out
+    assert run_line.startswith("cpu_synthetic: 0.39M params (backbone ") and "fusion+decoder" in run_line
+    model_file = tmp_path / "model.yaml"
+    model_file.write_text("backbone: tiny_cnn\nimage_size: 64\ntext_encoder: word\nigf_layers: 2\n")
+    assert main(["stats", "--config", str(model_file), "--steps", "0", "model.igf_layers=3"]) == 0
+    three = capsys.readouterr().out
+    assert main(["stats", "--config", str(model_file), "--steps", "0"]) == 0
+    two = capsys.readouterr().out
+    assert three.startswith(f"{model_file}: ") and three != two  # the override reached the model
+    _one_line_error(["stats", "--config", "cpu_synthetic", "model.igf_layers=abc"], capsys)
+    err = _one_line_error(["stats", "--batch", "0"], capsys)
+    assert "--batch must be at least 1, got 0" in err
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_help_is_plain_text(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The descriptions come from the modules' docstrings; --help shows them without reST markup."""
+    for argv in ([command, "--help"], ["--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = capsys.readouterr().out
+        for markup in ("::", ":mod:", ":class:", ":func:", "``"):
+            assert markup not in out, (argv, markup, out)

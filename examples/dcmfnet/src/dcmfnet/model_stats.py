@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from dcmfnet.config import build_model, load_model_config
+from dcmfnet.config import ModelConfig, build_model, load_model_config
 from dcmfnet.model import DCMFNet
 from dcmfnet.precision import autocast
 from dcmfnet.text_encoders import TextEncoder, random_bert_base
@@ -67,9 +67,26 @@ def forward_flops(model: nn.Module, *args: object) -> int:
     return int(counter.get_total_flops())
 
 
-def paper_stats(config: str, *, size: int, tokens: int) -> dict[str, float]:
-    """Parameters and forward FLOPs of a paper config with a random BERT-base, batch 1 at ``size x size``."""
-    cfg = load_model_config(config)
+def parameter_split(model: DCMFNet) -> dict[str, int]:
+    """Parameters in all (``params``), of the backbone, the text encoder, and the rest: the fusion and decoder
+    modules the paper adds (LGVE-1, LGVE-2, MLFF and the head)."""
+    total = count_parameters(model)
+    backbone, text = count_parameters(model.backbone), count_parameters(model.text_encoder)
+    return {
+        "params": total,
+        "params_backbone": backbone,
+        "params_text": text,
+        "params_fusion_and_decoder": total - backbone - text,
+    }
+
+
+def paper_stats(config: str | ModelConfig, *, size: int, tokens: int) -> dict[str, float]:
+    """Parameters and forward FLOPs of a config with a random BERT-base, batch 1 at ``size x size``.
+
+    ``config`` is a model-config name or file, or a :class:`~dcmfnet.config.ModelConfig`; whatever its text
+    encoder, BERT-base stands in (on the meta device: nothing is downloaded or allocated).
+    """
+    cfg = config if isinstance(config, ModelConfig) else load_model_config(config)
     # BERT-base on the CPU for its FLOPs, and a meta copy inside the meta model for the counts.
     bert = random_bert_base()
     ids = torch.randint(1000, 2000, (1, tokens))
@@ -80,12 +97,8 @@ def paper_stats(config: str, *, size: int, tokens: int) -> dict[str, float]:
     images = torch.empty(1, 3, size, size, device="meta")
     text = {"input_ids": ids.to("meta"), "attention_mask": torch.ones_like(ids, device="meta")}
     rest_flops = forward_flops(model, images, text)
-    parts = {name: count_parameters(child) for name, child in model.named_children()}
     return {
-        "params": count_parameters(model),
-        "params_backbone": parts["backbone"],
-        "params_text": parts["text_encoder"],
-        "params_fusion_and_decoder": count_parameters(model) - parts["backbone"] - parts["text_encoder"],
+        **parameter_split(model),
         "gflops": (text_flops + rest_flops) / 1e9,
         "gflops_text": text_flops / 1e9,
     }

@@ -44,6 +44,7 @@ __all__ = [
     "SyntheticDataConfig",
     "TrainConfig",
     "config_to_dict",
+    "load_model_section",
     "load_run_config",
     "run_config_from_dict",
 ]
@@ -262,6 +263,35 @@ def load_run_config(path: str | Path | None = None, overrides: Sequence[str] = (
         sources.append(("the command-line overrides", OmegaConf.from_dotlist(list(overrides))))
     merged = _merge(sources)
     return _validate(OmegaConf.to_object(merged))  # type: ignore[arg-type]
+
+
+# The top-level sections of a run config; a YAML file with none of them is a model config.
+_RUN_SECTIONS = ("model", "data", "optim", "train")
+
+
+def load_model_section(path: str | Path, overrides: Sequence[str] = ()) -> ModelConfig:
+    """The model a config describes: a run config's ``model`` section, or a model config (fields at the top level).
+
+    Args:
+        path: YAML file or the name of a shipped config (``cpu_synthetic``, ``model_cpu``, ``paper_resnet101``).
+        overrides: run-config dotlist overrides (``model.igf_layers=3``), as ``dcmfnet train`` takes them.
+
+    Raises:
+        FileNotFoundError: ``path`` is neither a file nor a shipped config.
+        ConfigError: unknown key, wrong type or invalid value (the message names it).
+    """
+    resolved = resolve_config(path)
+    loaded = OmegaConf.load(resolved)
+    if isinstance(loaded, DictConfig) and not any(section in loaded for section in _RUN_SECTIONS):
+        sources: list[tuple[str, Any]] = [(str(resolved), OmegaConf.create({"model": loaded}))]
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} is not of the form key=value")
+        if overrides:
+            sources.append(("the command-line overrides", OmegaConf.from_dotlist(list(overrides))))
+        cfg = _validate(OmegaConf.to_object(_merge(sources)))  # type: ignore[arg-type]
+        return cfg.model
+    return load_run_config(resolved, overrides).model
 
 
 def run_config_from_dict(values: Mapping[str, Any], *, source: str = "the checkpoint") -> RunConfig:

@@ -9,6 +9,7 @@ exit codes: the modules below take typed arguments and raise typed errors.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ __all__ = [
     "add_model_arguments",
     "is_user_error",
     "parse_with_overrides",
+    "plain_text",
     "require_parent_folder",
     "require_positive",
     "run_command",
@@ -37,6 +39,25 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv: Sequence[str]) -
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = overrides
     return args
+
+
+_ROLE = re.compile(r":(?:mod|class|func|meth|attr|data|exc|obj|doc|ref|math):`(~?)([^`<]*?)\s*(?:<[^>]*>)?`")
+
+
+def plain_text(doc: str | None) -> str:
+    """A module docstring as ``--help`` shows it: the reST markup taken out.
+
+    ``:mod:`dcmfnet.images``` becomes ``dcmfnet.images`` (``~a.b`` becomes ``b``), double backquotes go,
+    and a paragraph's closing ``::`` (a literal block follows) becomes ``:`` (or nothing after a space).
+    """
+
+    def role(match: re.Match[str]) -> str:
+        text = match.group(2)
+        return text.rsplit(".", 1)[-1] if match.group(1) else text
+
+    text = _ROLE.sub(role, doc or "").replace("``", "")
+    text = re.sub(r"\s+::$", "", text, flags=re.MULTILINE)
+    return re.sub(r"::$", ":", text, flags=re.MULTILINE).strip()
 
 
 def run_parsed(args: argparse.Namespace, run: Callable[[argparse.Namespace], int], prog: str) -> int:
@@ -59,7 +80,9 @@ def run_command(
     prog: str | None = None,
 ) -> int:
     """Build a subcommand's parser, parse ``argv`` (default: ``sys.argv[1:]``) and run it."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=plain_text(doc), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(parser)
     parser.add_argument("--debug", action="store_true", help="show the traceback of every error")
     args = parse_with_overrides(parser, sys.argv[1:] if argv is None else argv)

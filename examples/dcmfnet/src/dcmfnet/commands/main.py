@@ -2,10 +2,10 @@
 
 Usage::
 
-    dcmfnet train --config cpu_synthetic --output-dir runs/cpu train.max_train_minutes=1
+    dcmfnet train --config cpu_synthetic --output-dir runs/cpu train.max_steps=100
     dcmfnet evaluate --checkpoint runs/cpu/best.pt --output-json val.json
     dcmfnet predict --checkpoint runs/cpu/best.pt --image photo.jpg --expression "the red circle" --output out.png
-    dcmfnet stats --skip-paper
+    dcmfnet stats --config cpu_synthetic
 
 ``key=value`` config overrides may stand anywhere on the line. A user's mistake (a missing
 file, a bad value, an unknown config key) ends with one line on stderr and exit code 2, as
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from dcmfnet.commands import ablate, demo, evaluate, export, predict, stats, train
-from dcmfnet.commands.base import parse_with_overrides, run_parsed
+from dcmfnet.commands.base import parse_with_overrides, plain_text, run_parsed
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -39,11 +39,11 @@ COMMANDS: dict[str, ModuleType] = {
 def build_parser() -> argparse.ArgumentParser:
     """The ``dcmfnet`` parser with every subcommand's arguments."""
     parser = argparse.ArgumentParser(
-        prog="dcmfnet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="dcmfnet", description=plain_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
-        doc = (module.__doc__ or name).strip()
+        doc = plain_text(module.__doc__) or name
         sub = subparsers.add_parser(
             name, help=doc.splitlines()[0], description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
         )

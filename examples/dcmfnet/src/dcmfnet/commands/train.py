@@ -6,8 +6,8 @@ Usage::
     dcmfnet train --config FILE --output-dir DIR train.epochs=3 data.root=/data/refer
     torchrun --nproc_per_node 2 -m dcmfnet.train --config FILE --output-dir DIR
 
-The output folder receives ``last.pt`` (after every epoch, and on SIGINT/SIGTERM or when the
-time budget ends), ``best.pt`` (best validation overall IoU), ``config.yaml`` (the resolved
+The output folder receives ``last.pt`` (after every epoch, on SIGINT/SIGTERM, and at the last
+step or when a time budget ends), ``best.pt`` (best validation overall IoU), ``config.yaml`` (the resolved
 config), ``metrics.jsonl`` and ``metrics.csv`` (one record per epoch), ``curves.png``,
 ``gallery.png`` and TensorBoard events when TensorBoard is installed.
 
