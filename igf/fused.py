@@ -16,10 +16,10 @@ next step keeps anyway -- and recompute the wide ones inside ``backward``:
   convolution), not the whole step.
 
 Every function runs with autocast off on inputs already in the compute dtype:
-:func:`igf._autocast.autocast_cast` gives them the dtype autocast would give a convolution.
+``igf._autocast.autocast_cast`` gives them the dtype autocast would give a convolution.
 The ``tanh`` they compute is :func:`igf.cpu_tanh.tanh`; where autograd does not record (inside
 ``forward`` and a ``backward`` without ``create_graph``) the elementwise steps run in place
-(:mod:`igf._in_place`).
+(``igf._in_place``).
 Forward values are computed by the same operations as the plain modules, so
 outputs equal theirs; gradients agree to rounding.
 """
