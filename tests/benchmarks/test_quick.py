@@ -58,8 +58,8 @@ def test_quick_subset_runs(tmp_path: Path) -> None:
     }
     assert peak[True] < peak[False]
 
-    # Saved activations (docs/guides/reproducing.rst) are deterministic too: the fused default keeps less than the plain path,
-    # and checkpointing cuts at least 60% of what the fused path keeps.
+    # Saved activations (docs/guides/reproducing.rst) are deterministic too: the fused default keeps less than
+    # the plain path, and checkpointing cuts at least 60% of what the fused path keeps.
     saved = {
         (r["fused"], r["checkpoint"]): r["saved_bytes"]
         for r in records
