@@ -6,6 +6,10 @@ object can partly hide an earlier one; each object's mask is its *visible* part 
 REFER annotations). The symbolic description (:class:`SceneObject`) is what the expression
 resolver (:mod:`dcmfnet.data.resolver`) reasons over; the image is what the model sees.
 
+The main job's dataset (:mod:`dcmfnet.data.synthetic`) draws with its own, frozen colour, shape and
+size tables, which differ from these: its module notes say why. Only the shape geometry
+(:func:`shape_mask`, ``SHAPE_EXTENT``) is shared.
+
 Example::
 
     >>> rng = np.random.default_rng(0)

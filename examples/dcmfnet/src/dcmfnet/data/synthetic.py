@@ -14,6 +14,16 @@ the target in the other size ("the big red circle" vs a small red circle), and a
 word ("the red circle on the left", "the top red circle"). Extra distractors never match the
 expression. Scene ``i`` of a split depends only on ``(seed, split, i)``.
 
+This is the main job's dataset (``configs/cpu_synthetic.yaml``), and it stays frozen: its colour,
+shape and size tables (:data:`COLOURS`, :data:`SHAPES`, ``_RADIUS``) are its own, apart from those
+of the benchmark's scene generator (:mod:`dcmfnet.data.scenes`, :mod:`dcmfnet.data.benchmark`: five
+colours of other RGB values, a cross, radius ranges, occlusion and clutter). Sharing either table
+would change the scenes drawn for every seed, so the main job would train and be scored on other
+data, and the results measured on it (the README's, and every run's ``metrics.jsonl``) would no
+longer be reproducible by the same command. Only the shape geometry is shared (:func:`~dcmfnet.data.scenes.shape_mask`,
+``SHAPE_EXTENT``), as it draws the same pixels for both. A new kind of scene belongs in the
+benchmark's generator.
+
 Example::
 
     >>> ds = SyntheticReferring(split="val", num_samples=4, image_size=64)
