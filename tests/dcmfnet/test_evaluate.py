@@ -16,6 +16,8 @@ from PIL import Image
 from dcmfnet.checkpoint import load_checkpoint, save_checkpoint
 from dcmfnet.commands import evaluate, predict
 from dcmfnet.data import SyntheticReferring
+from dcmfnet.errors import InputError
+from dcmfnet.evaluation import evaluate_to_json
 from dcmfnet.loading import load_model_from_checkpoint
 from dcmfnet.training import train
 from tests.dcmfnet.fixtures_refer import make_refer_fixture
@@ -45,6 +47,20 @@ def test_evaluate_cli_writes_metrics_and_gallery(checkpoint: Path, tmp_path: Pat
     result = json.loads(shuffled.read_text())
     assert result["num_samples"] == 5 and result["shuffle_expressions"] is True and result["split"] == "test"
     assert not (tmp_path / "shuffled_gallery.png").exists()
+
+
+def test_evaluate_to_json_is_the_command_without_argparse(checkpoint: Path, tmp_path: Path) -> None:
+    """The library function the command calls: typed arguments, the record and the files written."""
+    result = evaluate_to_json(tmp_path / "t.json", checkpoint=checkpoint, split="test", max_samples=3)
+    assert result.split == "test" and result.output_json == tmp_path / "t.json"
+    assert json.loads((tmp_path / "t.json").read_text()) == result.record and result.record["num_samples"] == 3
+    assert result.gallery == tmp_path / "t_gallery.png" and result.gallery.is_file()
+    result = evaluate_to_json(tmp_path / "u.json", checkpoint=checkpoint, write_gallery=False)
+    assert result.gallery is None and not (tmp_path / "u_gallery.png").exists()
+    with pytest.raises(InputError, match="exactly one"):
+        evaluate_to_json(tmp_path / "v.json")
+    with pytest.raises(InputError, match="batch_size must be at least 1, got 0"):
+        evaluate_to_json(tmp_path / "v.json", checkpoint=checkpoint, batch_size=0)
 
 
 def test_predict_cli_overlay_maps_and_bad_input(

@@ -18,12 +18,8 @@ too: each rank scores a share of the split and the counts are merged, every samp
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-from dcmfnet import distributed
 from dcmfnet.commands.base import (
     add_device_argument,
     add_model_arguments,
@@ -31,10 +27,7 @@ from dcmfnet.commands.base import (
     require_positive,
     run_command,
 )
-from dcmfnet.data.base import ShuffledExpressions
-from dcmfnet.data.build import build_dataset, max_tokens_for
-from dcmfnet.evaluation import evaluate_model, save_prediction_gallery
-from dcmfnet.loading import load_model_from_checkpoint, load_model_from_folder
+from dcmfnet.evaluation import evaluate_to_json
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -63,53 +56,19 @@ def run(args: argparse.Namespace) -> int:
     require_positive("--max-samples", args.max_samples)
     require_positive("--batch-size", args.batch_size)
     require_parent_folder("--output-json", args.output_json)
-    require_parent_folder("--gallery", None if args.gallery in (None, "none") else args.gallery)
-    context = distributed.setup(device=args.device)
-    try:
-        load = load_model_from_folder if args.model is not None else load_model_from_checkpoint
-        model, cfg, state = load(args.model or args.checkpoint, device=context.device)
-        if args.data_root is not None:
-            cfg.data.root = args.data_root
-        cfg.data.max_val_samples = args.max_samples
-        split = args.split or cfg.data.val_split
-        dataset: Any = build_dataset(cfg.data, split, train=False)
-        if args.shuffle_expressions:
-            dataset = ShuffledExpressions(dataset, seed=args.seed)
-        max_tokens = max_tokens_for(cfg.data)
-        batch_size = args.batch_size or cfg.train.eval_batch_size or cfg.train.batch_size
-        metrics = evaluate_model(
-            model,
-            dataset,
-            max_tokens=max_tokens,
-            batch_size=batch_size,
-            precision=cfg.train.precision,
-            progress=context.is_main,
-        ).compute()
-        result: dict[str, Any] = {
-            **metrics,
-            "split": split,
-            "shuffle_expressions": args.shuffle_expressions,
-            "checkpoint": args.checkpoint,
-            "model": args.model,
-            "epoch": state.get("epoch"),
-            "step": state.get("step"),
-            "resolution": "original image size",
-        }
-        if context.is_main:
-            output = Path(args.output_json)
-            output.write_text(json.dumps(result, indent=2) + "\n")
-            summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-            print(
-                f"{split}{' (shuffled expressions)' if args.shuffle_expressions else ''}: {summary}, "
-                f"num_samples {metrics['num_samples']} -> {output}"
-            )
-            if args.gallery != "none":
-                gallery = Path(args.gallery) if args.gallery else output.with_name(output.stem + "_gallery.png")
-                save_prediction_gallery(
-                    gallery, model, dataset, max_tokens=max_tokens, count=cfg.train.gallery_samples,
-                    precision=cfg.train.precision,
-                )  # fmt: skip
-                print(f"gallery -> {gallery}")
-    finally:
-        distributed.cleanup()
+    no_gallery = args.gallery == "none"
+    require_parent_folder("--gallery", None if no_gallery else args.gallery)
+    result = evaluate_to_json(
+        args.output_json, checkpoint=args.checkpoint, model_dir=args.model, split=args.split,
+        shuffle_expressions=args.shuffle_expressions, seed=args.seed, data_root=args.data_root,
+        max_samples=args.max_samples, batch_size=args.batch_size, device=args.device,
+        gallery=None if no_gallery else args.gallery, write_gallery=not no_gallery,
+    )  # fmt: skip
+    if result.output_json is None:  # another process of a torchrun job: the first one reports
+        return 0
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in result.record.items() if isinstance(v, float))
+    shuffled = " (shuffled expressions)" if args.shuffle_expressions else ""
+    print(f"{result.split}{shuffled}: {summary}, num_samples {result.record['num_samples']} -> {result.output_json}")
+    if result.gallery is not None:
+        print(f"gallery -> {result.gallery}")
     return 0
