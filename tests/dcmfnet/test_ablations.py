@@ -9,14 +9,17 @@ from typing import Any
 
 import pytest
 
+from dcmfnet.ablations.cost import saved_activation_bytes
 from dcmfnet.ablations.records import read_records
 from dcmfnet.ablations.report import table_markdown
 from dcmfnet.ablations.runner import MANAGED_KEYS, METRIC_KEYS, plan_runs
-from dcmfnet.ablations.statistics import Interval, mean_interval, paired_difference, t_quantile, verdict
-from dcmfnet.ablations.tables import FULL_KEY, FULL_MODEL, TABLES, rows_by_key
+from dcmfnet.ablations.statistics import Interval, compare, mean_interval, paired_difference, t_quantile, verdict
+from dcmfnet.ablations.summary import summarize
+from dcmfnet.ablations.tables import FULL_KEY, FULL_MODEL, TABLES, rows_by_key, table_id
 from dcmfnet.commands import ablate as command
-from dcmfnet.config import load_model_config
+from dcmfnet.config import build_model, load_model_config
 from dcmfnet.errors import InputError
+from dcmfnet.train_config import load_run_config
 from tests.dcmfnet.tiny_run import CPU_CONFIG, TINY
 
 # Two-sided 95% Student-t critical values as printed in standard tables (e.g. NIST/SEMATECH e-Handbook, 1.3.6.7.2).
@@ -110,7 +113,7 @@ def test_every_row_is_a_valid_model_and_rows_sharing_a_key_are_one_model() -> No
 
 
 def test_paper_numbers_match_spec_section_4() -> None:
-    oiou = {table: [row.paper["overall_iou"] for row in TABLES[table].rows] for table in TABLES}
+    oiou = {table: [row.paper["overall_iou"] for row in TABLES[table].rows] for table in (2, 4, 5, 6)}
     assert oiou[4] == [69.91, 70.37, 70.48, 70.68, 71.00, 70.36, 70.33]
     assert oiou[6] == [70.17, 70.61, 71.00]
     assert [row.paper_params for row in TABLES[6].rows] == [4.72, 3.54, 1.77]
@@ -121,7 +124,8 @@ def test_paper_numbers_match_spec_section_4() -> None:
     ]  # fmt: skip
     assert {row.paper_row: row.paper["overall_iou"] for row in TABLES[2].rows}["7"] == 68.66
     assert TABLES[2].rows[0].paper["overall_iou"] == 66.92
-    assert all(row.paper["overall_iou"] == 71.00 for table in TABLES.values() for row in table.rows if row.is_full)
+    assert all(row.paper["overall_iou"] == 71.00 for table in oiou for row in TABLES[table].rows if row.is_full)
+    assert all(not row.paper for row in TABLES["P"].rows)  # the paper has no Table P
 
 
 def test_parse_seeds() -> None:
@@ -141,7 +145,7 @@ def test_plan_runs_shares_the_full_model_and_refuses_overrides_of_switches() -> 
     assert len(ids) == 2 * (len(TABLES[2].keys()) + len(TABLES[4].keys()) - 1)
     assert ids.index("full-s1") > max(i for i, run_id in enumerate(ids) if run_id.endswith("-s0"))
     full = specs[0]
-    assert full.table == (2, 4, 5, 6) and "2:12" in full.paper_rows
+    assert full.table == (2, 4, 5, 6, "P") and "2:12" in full.paper_rows
     overrides = full.train_overrides()
     assert "train.max_steps=10" in overrides and "optim.schedule_by=steps" in overrides and "train.seed=0" in overrides
     for item in ["model.igf_layers=2", "train.seed=3", *(f"{key}=1" for key in MANAGED_KEYS)]:
@@ -180,6 +184,66 @@ def test_table_markdown_verdicts_and_resolution() -> None:
         table_markdown(TABLES[6], [*records, _record("gate-convgru", 5, 0.5) | {"steps": 20}])
 
 
+def test_table_ids_as_typed() -> None:
+    assert [table_id(text) for text in ("2", " 6", "p", "P")] == [2, 6, "P", "P"]
+    with pytest.raises(ValueError, match=r"unknown table '3'; valid: 2, 4, 5, 6, P"):
+        table_id("3")
+
+
+def test_table_p_rows_put_one_layer_at_every_site_and_share_no_fusion_with_table_2() -> None:
+    switches = {row.key: row.switches() for row in TABLES["P"].rows}
+    assert list(switches) == ["full", "peer-film", "peer-pwam", "peer-concat", "igf-words", "no-fusion"]
+    assert [switches[key]["fusion_layer"] for key in ("peer-film", "peer-pwam", "peer-concat")] == [
+        "film", "pwam", "concat"]  # fmt: skip
+    assert switches["igf-words"]["igf_token_pooling"] == "attention"
+    assert switches["no-fusion"] == TABLES[2].rows[0].switches()
+
+
+@pytest.mark.parametrize(
+    ("mean", "half_width", "expected"),
+    [(0.02, 0.01, "above the full model"), (-0.02, 0.01, "below the full model"), (0.005, 0.01, "within noise"),
+     (0.02, None, "n/a (1 seed)")],
+)  # fmt: skip
+def test_compare_reads_a_difference_without_the_papers_direction(
+    mean: float, half_width: float | None, expected: str
+) -> None:
+    assert compare(Interval(mean, half_width, 3 if half_width is not None else 1)) == expected
+    assert compare(None) == "—"
+
+
+def test_table_p_markdown_has_cost_columns_readings_and_mean_curves() -> None:
+    full = [0.60, 0.62, 0.64]
+
+    def record(row: str, seed: int, oiou: float, seconds: float, curve: list[list[float]]) -> dict[str, Any]:
+        return _record(row, seed, oiou) | {"train_seconds": seconds, "saved_activation_bytes": 3 * 2**20,
+                                           "curve": curve}  # fmt: skip
+
+    records = [record(FULL_KEY, seed, value, 5.0, [[5, value - 0.1], [10, value]]) for seed, value in enumerate(full)]
+    records += [record("peer-film", seed, value - 0.05, 2.0, [[5, 0.3], [10, value - 0.05]])
+                for seed, value in enumerate(full)]  # fmt: skip
+    markdown = table_markdown(TABLES["P"], records)
+    lines: dict[str, str] = {}
+    for line in markdown.splitlines():  # the first table: overall IoU on val
+        if line.startswith("| "):
+            lines.setdefault(line.split("|")[1].strip(), line)
+    assert "| below the full model | 200 ± 0 | 3.0 |" in lines["FiLM"]  # 2 s / 10 steps, 3 MiB
+    assert "| reference | — | — | 500 ± 0 | 3.0 |" in lines["IGF"]
+    assert "## Learning curves (val overall IoU, mean over seeds)" in markdown
+    assert "| full model | 52.0 | 62.0 |" in markdown and "| fusion_layer=film | 30.0 | 57.0 |" in markdown
+    results = summarize(TABLES["P"], records, ["val"])
+    assert results[0].curve == ((5, pytest.approx(0.52), 3), (10, pytest.approx(0.62), 3))
+
+
+def test_saved_activations_of_a_training_step_grow_with_the_batch() -> None:
+    cfg = load_run_config(CPU_CONFIG, [*TINY, "model.fusion_layer=film"])
+    model = build_model(cfg.model)
+    model.eval()
+    one = saved_activation_bytes(model, cfg)
+    assert one > 0 and not model.training  # measured in training mode, mode restored
+    cfg.train.batch_size *= 2
+    assert saved_activation_bytes(model, cfg) == pytest.approx(2 * one, rel=0.05)
+
+
 # -- end to end ------------------------------------------------------------------------------------
 
 #: The tiny run of the trainer's tests, less what the runner sets itself, with a tiny test split.
@@ -210,7 +274,10 @@ def test_ablation_records_every_run(ablation: Path) -> None:
         assert "commit" in record and record["global_overrides"] == ABLATION_TINY
     assert records["gate-convgru-s0"]["overrides"][-1] == "model.igf_gate=convgru"
     assert records["gate-convgru-s0"]["parameters"] > records["full-s0"]["parameters"]  # ConvGRU is the larger gate
-    assert records["full-s0"]["table"] == [2, 4, 5, 6]
+    assert records["full-s0"]["table"] == [2, 4, 5, 6, "P"]
+    for record in records.values():
+        assert record["saved_activation_bytes"] > 0
+        assert [step for step, _ in record["curve"]] == [3] and 0 <= record["curve"][0][1] <= 1
     assert (ablation / "COMMAND.txt").read_text().splitlines()[1].startswith("dcmfnet ablate --table 6 --rows")
 
 

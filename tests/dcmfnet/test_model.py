@@ -85,6 +85,7 @@ VARIANTS = (
     + [{"igf_layers": 1}, {"igf_layers": 3}, {"output_stride": 8}, {"output_stride": 32}, {"text_pooling": "mean"}]
     + [{"fusion_layer": name} for name in FUSION_LAYERS if name != "igf"]
     + [{"fusion_layer": "pwam", "lgve1": "none", "lgve2": False}, {"fusion_layer": "film", "mlff": "concat"}]
+    + [{"igf_token_pooling": "attention"}]
 )
 
 
@@ -469,3 +470,10 @@ def test_other_layers_read_the_sentence_feature(name: str) -> None:
 def test_unknown_fusion_layer_names_the_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown fusion_layer 'mamba'; valid: \['igf', 'film', 'pwam', 'concat'\]"):
         tiny_config(fusion_layer="mamba")
+
+
+def test_igf_token_attention_reaches_the_language_sites_only() -> None:
+    model = tiny_model(igf_token_pooling="attention")
+    assert model.reads_words
+    assert [getattr(model, site).token_pooling for site in ("fusion_e3", "fusion_e4", "fusion_enc", "fusion_dec")] == [
+        "attention", "attention", "attention", "mean"]  # fmt: skip

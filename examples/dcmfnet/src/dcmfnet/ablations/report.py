@@ -1,11 +1,14 @@
-"""Markdown tables and plots of the ablation runs, beside the paper's numbers (Tables 2, 4, 5, 6).
+"""Markdown tables and plots of the ablation runs, beside the paper's numbers (Tables 2, 4, 5, 6), and Table P.
 
 Per paper table, ``tableN.md`` has per row the mean ± 95% CI over seeds of every metric on the
 main split (the first evaluated, ``val``), the paper's value beside it, the paired difference to
 the full model with its CI, and the verdict; the other splits get the overall IoU and its
 verdict; the table's resolution is the CI half-width of the full model's overall IoU.
 ``tableN.png`` plots overall IoU per row (against L in Table 4, against the parameter count in
-Table 6) and the paired differences beside the paper's.
+Table 6) and the paired differences beside the paper's. Table P, which the paper does not have, reads each
+difference on its own (above / below the full model, or within noise) and adds each row's cost: training
+time per step, saved activations per step (:mod:`~dcmfnet.ablations.cost`) and parameters. Every table
+ends with the rows' mean learning curves (val overall IoU at each logged step) and ``tableN_curves.png``.
 """
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dcmfnet.ablations.plots import plot_table
+from dcmfnet.ablations.plots import plot_curves, plot_table
 from dcmfnet.ablations.records import SETTINGS, read_records
 from dcmfnet.ablations.runner import METRIC_KEYS
-from dcmfnet.ablations.statistics import Interval, verdict
+from dcmfnet.ablations.statistics import Interval, compare, verdict
 from dcmfnet.ablations.summary import RowResult, summarize
-from dcmfnet.ablations.tables import FULL_KEY, TABLES, Row, Table
+from dcmfnet.ablations.tables import FULL_KEY, TABLES, Row, Table, TableId
 from dcmfnet.errors import InputError
 
 __all__ = ["table_markdown", "write_reports"]
@@ -38,7 +41,7 @@ def _percent(interval: Interval | None, *, signed: bool = False) -> str:
 
 def _paper_difference(table: Table, row: Row) -> float | None:
     full = next(r for r in table.rows if r.is_full)
-    if row.is_full or "overall_iou" not in row.paper:
+    if row.is_full or "overall_iou" not in row.paper or "overall_iou" not in full.paper:
         return None
     return round(row.paper["overall_iou"] - full.paper["overall_iou"], 2)
 
@@ -69,7 +72,11 @@ def _header(table: Table, records: Sequence[dict[str, Any]], results: list[RowRe
         "of freedom). Δ is the paired difference to the full model (same seed: same initial weights where the "
         "shapes allow, same data order) with its 95% CI. Verdict: the paper's direction *holds* when the CI of Δ "
         "excludes 0 on the paper's side, *reverses* when it excludes 0 on the other side, and is *within noise* "
-        "when it contains 0. The paper's values are RefCOCO val.",
+        "when it contains 0. The paper's values are RefCOCO val." if table.x_axis != "cost" else
+        "Δ is read on its own: *above* or *below the full model* when its CI excludes 0, *within noise* when it "
+        "contains 0 (the paper has no such table). Cost: training seconds per optimizer step (mean ± CI over "
+        "seeds; one thread, two runs side by side on a shared 2-core machine, so compare rows, not machines), "
+        "bytes saved for backward by one training step at the run's batch (docs/guides/benchmarks.rst).",
         "",
         f"**Resolution**: {resolution}",
         "",
@@ -92,25 +99,7 @@ def table_markdown(table: Table, records: Sequence[dict[str, Any]]) -> str:
     main = splits[0]
     results = summarize(table, records, splits)
     lines = _header(table, records, results, main)
-    lines += [
-        f"## Overall IoU ({main})",
-        "",
-        "| paper row | model | seeds | parameters | overall IoU | paper | Δ overall IoU | paper Δ | verdict |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for result in results:
-        row, paper_difference = result.row, _paper_difference(table, result.row)
-        parameters = "—" if result.parameters is None else f"{result.parameters / 1e6:.3f}M"
-        if row.paper_params is not None:
-            parameters += f" (paper {row.paper_params:.2f}M)"
-        difference = result.differences[main]
-        lines.append(
-            f"| {row.paper_row} | {row.describe()} | {len(result.seeds)} | {parameters} "
-            f"| {_percent(result.metrics.get(main, {}).get('overall_iou'))} | {row.paper['overall_iou']:.2f} "
-            f"| {'reference' if row.is_full else _percent(difference, signed=True)} "
-            f"| {'—' if paper_difference is None else f'{paper_difference:+.2f}'} "
-            f"| {verdict(difference, paper_difference)} |"
-        )
+    lines += _overall_iou_section(table, results, main)
     keys = [key for key in METRIC_KEYS if key != "overall_iou"]
     lines += ["", f"## Every metric ({main}): ours (paper)", "",
               "| paper row | model | " + " | ".join(_NAMES[key] for key in keys) + " |",
@@ -134,20 +123,76 @@ def table_markdown(table: Table, records: Sequence[dict[str, Any]]) -> str:
                 f"| {_percent(result.metrics.get(split, {}).get('overall_iou'))} "
                 f"| {'reference' if result.row.is_full else _percent(difference, signed=True)} "
                 f"| {'—' if paper_difference is None else f'{paper_difference:+.2f}'} "
-                f"| {verdict(difference, paper_difference)} |"
+                f"| {_read(difference, paper_difference, table)} |"
             )
     lines += ["", f"![Table {table.number}](table{table.number}.png)", ""]
+    lines += _curves_section(table, results)
     return "\n".join(lines)
 
 
-def _tables_with_runs(records: Sequence[dict[str, Any]]) -> list[int]:
+def _read(difference: Interval | None, paper_difference: float | None, table: Table) -> str:
+    return compare(difference) if table.x_axis == "cost" else verdict(difference, paper_difference)
+
+
+def _cost_cells(result: RowResult) -> str:
+    speed = result.seconds_per_step
+    seconds = "—" if speed is None else f"{1000 * speed.mean:.0f}" + (
+        "" if speed.half_width is None else f" ± {1000 * speed.half_width:.0f}")  # fmt: skip
+    saved = result.saved_activation_bytes
+    return f"| {seconds} | {'—' if saved is None else f'{saved / 2**20:.1f}'} "
+
+
+def _overall_iou_section(table: Table, results: Sequence[RowResult], main: str) -> list[str]:
+    cost = table.x_axis == "cost"
+    lines = [
+        f"## Overall IoU ({main})",
+        "",
+        "| paper row | model | seeds | parameters | overall IoU | paper | Δ overall IoU | paper Δ | verdict |"
+        + (" ms / step | saved MiB / step |" if cost else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if cost else ""),
+    ]
+    for result in results:
+        row, paper_difference = result.row, _paper_difference(table, result.row)
+        parameters = "—" if result.parameters is None else f"{result.parameters / 1e6:.3f}M"
+        if row.paper_params is not None:
+            parameters += f" (paper {row.paper_params:.2f}M)"
+        difference = result.differences[main]
+        paper = row.paper.get("overall_iou")
+        ours = _percent(result.metrics.get(main, {}).get("overall_iou"))
+        lines.append(
+            f"| {row.paper_row} | {row.describe()} | {len(result.seeds)} | {parameters} "
+            f"| {ours} | {'—' if paper is None else f'{paper:.2f}'} "
+            f"| {'reference' if row.is_full else _percent(difference, signed=True)} "
+            f"| {'—' if paper_difference is None else f'{paper_difference:+.2f}'} "
+            f"| {_read(difference, paper_difference, table)} " + (_cost_cells(result) + "|" if cost else "|")
+        )
+    return lines
+
+
+def _curves_section(table: Table, results: Sequence[RowResult]) -> list[str]:
+    """The mean learning curves as a table: val overall IoU (percent) per logged step and row."""
+    curves = {result.row.key: result for result in results if result.curve}
+    if not curves:
+        return []
+    steps = sorted({step for result in curves.values() for step, _, _ in result.curve})
+    lines = ["## Learning curves (val overall IoU, mean over seeds)", "",
+             "| model | " + " | ".join(map(str, steps)) + " |", "|---|" + "---|" * len(steps)]  # fmt: skip
+    for result in curves.values():
+        values = {step: value for step, value, _ in result.curve}
+        lines.append(f"| {result.row.describe()} | "
+                     + " | ".join(f"{100 * values[s]:.1f}" if s in values else "—" for s in steps) + " |")  # fmt: skip
+    lines += ["", f"![Table {table.number} learning curves](table{table.number}_curves.png)", ""]
+    return lines
+
+
+def _tables_with_runs(records: Sequence[dict[str, Any]]) -> list[TableId]:
     """The tables with a recorded row other than the full model's, or every table if there is none."""
     recorded = {record["row"] for record in records} - {FULL_KEY}
     found = [number for number, table in TABLES.items() if recorded & set(table.keys())]
     return found or list(TABLES)
 
 
-def write_reports(output_dir: str | Path, tables: Sequence[int] | None = None) -> list[Path]:
+def write_reports(output_dir: str | Path, tables: Sequence[TableId] | None = None) -> list[Path]:
     """Write ``tableN.md`` and ``tableN.png`` in ``output_dir`` from its ``runs.jsonl``.
 
     Args:
@@ -175,4 +220,6 @@ def write_reports(output_dir: str | Path, tables: Sequence[int] | None = None) -
         markdown.write_text(table_markdown(table, mine), encoding="utf-8")
         results = summarize(table, mine, list(mine[0]["eval_splits"]))
         written += [markdown, plot_table(table, results, mine[0]["eval_splits"][0], output_dir / f"table{number}.png")]
+        if any(result.curve for result in results):
+            written.append(plot_curves(table, results, output_dir / f"table{number}_curves.png"))
     return written

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dcmfnet.ablations.cost import learning_curve, saved_activation_bytes
 from dcmfnet.ablations.records import append_record
-from dcmfnet.ablations.tables import TABLES, Row
+from dcmfnet.ablations.tables import TABLES, Row, TableId
 from dcmfnet.errors import InputError
 from dcmfnet.loading import load_model_from_checkpoint
 from dcmfnet.model_stats import count_parameters
@@ -60,7 +61,7 @@ class RunSpec:
 
     run_id: str
     row: str
-    table: tuple[int, ...]
+    table: tuple[TableId, ...]
     paper_rows: tuple[str, ...]
     overrides: tuple[str, ...]
     seed: int
@@ -244,7 +245,7 @@ def execute_run(
         _check_call(processes, command, run_dir / f"evaluate_{split}.log", f"evaluation of {spec.run_id} on {split}")
         scores = json.loads(result.read_text())
         metrics[split] = {key: float(scores[key]) for key in METRIC_KEYS} | {"num_samples": scores["num_samples"]}
-    model, _, state = load_model_from_checkpoint(run_dir / "last.pt")
+    model, run_config, state = load_model_from_checkpoint(run_dir / "last.pt")
     if state["step"] != spec.steps:
         raise RunFailed(f"{spec.run_id} stopped at step {state['step']}, not {spec.steps} (see {run_dir}/train.log)")
     train_seconds = float(state["train_seconds"])
@@ -252,6 +253,8 @@ def execute_run(
         **dataclasses.asdict(spec),
         "metrics": metrics,
         "parameters": count_parameters(model),
+        "saved_activation_bytes": saved_activation_bytes(model, run_config),
+        "curve": learning_curve(run_dir),
         "steps_per_second": spec.steps / train_seconds if train_seconds > 0 else None,
         "train_seconds": round(train_seconds, 2),
         "wall_seconds": round(time.perf_counter() - start, 2),

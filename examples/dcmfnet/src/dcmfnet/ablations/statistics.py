@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Interval", "mean_interval", "paired_difference", "t_quantile", "verdict"]
+__all__ = ["Interval", "compare", "mean_interval", "paired_difference", "t_quantile", "verdict"]
 
 #: The verdicts of a row against the paper (docs/guides/reproducing.rst).
 HOLDS, REVERSES, WITHIN_NOISE = "holds", "reverses", "within noise"
@@ -147,3 +147,19 @@ def verdict(difference: Interval | None, paper_difference: float | None) -> str:
     if difference.low <= 0 <= difference.high:
         return WITHIN_NOISE
     return HOLDS if (difference.low > 0) == (paper_difference > 0) else REVERSES
+
+
+def compare(difference: Interval | None) -> str:
+    """Reads a paired difference (row − full model) where the paper gives no direction (Table P).
+
+    Returns:
+        ``"above the full model"`` or ``"below the full model"`` when the CI excludes 0, ``"within noise"``
+        when it contains 0, ``"n/a (1 seed)"`` without a CI, ``"—"`` with nothing to compare.
+    """
+    if difference is None:
+        return "—"
+    if difference.low is None or difference.high is None:
+        return "n/a (1 seed)"
+    if difference.low <= 0 <= difference.high:
+        return WITHIN_NOISE
+    return "above the full model" if difference.low > 0 else "below the full model"

@@ -26,6 +26,9 @@ class RowResult:
         parameters: Its parameter count (None without runs).
         metrics: Split → metric → mean and CI over seeds (fractions, not percent).
         differences: Split → paired difference of overall IoU to the full model (None for the full model).
+        seconds_per_step: Training seconds per optimizer step, mean and CI over seeds (None without runs).
+        saved_activation_bytes: Bytes saved for backward by one training step (None if not recorded).
+        curve: ``(step, mean val overall IoU over the seeds that logged that step, seeds)`` of the learning curves.
     """
 
     row: Row
@@ -33,6 +36,9 @@ class RowResult:
     parameters: int | None
     metrics: dict[str, dict[str, Interval]]
     differences: dict[str, Interval | None]
+    seconds_per_step: Interval | None = None
+    saved_activation_bytes: int | None = None
+    curve: tuple[tuple[int, float, int], ...] = ()
 
 
 def summarize(table: Table, records: Sequence[dict[str, Any]], splits: Sequence[str]) -> list[RowResult]:
@@ -57,5 +63,20 @@ def summarize(table: Table, records: Sequence[dict[str, Any]], splits: Sequence[
             for split in splits
         }  # fmt: skip
         parameters = next((run.get("parameters") for run in runs.values()), None)
-        results.append(RowResult(row, tuple(sorted(runs)), parameters, metrics, differences))
+        speeds = [run["train_seconds"] / run["steps"] for run in runs.values() if run.get("train_seconds")]
+        saved = next((run["saved_activation_bytes"] for run in runs.values() if "saved_activation_bytes" in run), None)
+        results.append(RowResult(
+            row, tuple(sorted(runs)), parameters, metrics, differences,
+            seconds_per_step=mean_interval(speeds) if speeds else None,
+            saved_activation_bytes=saved, curve=_mean_curve([run.get("curve", []) for run in runs.values()]),
+        ))  # fmt: skip
     return results
+
+
+def _mean_curve(curves: Sequence[Sequence[Sequence[float]]]) -> tuple[tuple[int, float, int], ...]:
+    """The mean learning curve: per logged step, the mean over the runs that logged it, and how many did."""
+    by_step: dict[int, list[float]] = {}
+    for curve in curves:
+        for step, value in curve:
+            by_step.setdefault(int(step), []).append(float(value))
+    return tuple((step, sum(values) / len(values), len(values)) for step, values in sorted(by_step.items()))

@@ -1,10 +1,11 @@
-"""The rows of the paper's Tables 2, 4, 5 and 6 as model switches, with the paper's numbers (RefCOCO val).
+"""The rows of the paper's Tables 2, 4, 5 and 6 as model switches, with the paper's numbers (RefCOCO val),
+and this project's Table P (IGF against the fusion layers people use; not in the paper).
 
 Each :class:`Row` names the switches that differ from the full model (:data:`FULL_MODEL`: LGVE-1 at
 E3+E4, LGVE-2 on, IGF in the decoder, L = 5, ``all_fusions`` output, ASGate) and the paper's values
 on RefCOCO val in percent. Rows with the same ``key`` are one model and share their runs: the full
 model is row 4 (and 12) of Table 2, L = 5 of Table 4, Conv([F_1..F_5]) of Table 5 and ASGate of
-Table 6; rows 7 and 8 of Table 2 are both "without MLFF".
+Table 6; rows 7 and 8 of Table 2 are both "without MLFF". Table P's ``no-fusion`` row is Table 2's row 1.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FULL_KEY", "FULL_MODEL", "PRECISION_KEYS", "TABLES", "Row", "Table", "rows_by_key"]
+__all__ = ["FULL_KEY", "FULL_MODEL", "PRECISION_KEYS", "TABLES", "Row", "Table", "TableId", "rows_by_key", "table_id"]
 
-#: The paper's model (Fig. 2): every row is this with its ``changes``.
+#: A table's name: the paper's number (2, 4, 5, 6) or ``"P"`` (this project's Table P).
+TableId = int | str
+
+#: The paper's model (Fig. 2; IGF at every site, reading the sentence feature): every row is this with its ``changes``.
 FULL_MODEL: Mapping[str, Any] = {
     "lgve1": "e3_e4",
     "lgve2": True,
@@ -23,6 +27,8 @@ FULL_MODEL: Mapping[str, Any] = {
     "igf_layers": 5,
     "igf_output_mode": "all_fusions",
     "igf_gate": "asgate",
+    "fusion_layer": "igf",
+    "igf_token_pooling": "mean",
 }
 FULL_KEY = "full"
 PRECISION_KEYS = tuple(f"precision@{t}" for t in ("0.5", "0.6", "0.7", "0.8", "0.9"))
@@ -71,13 +77,14 @@ class Table:
     """A paper table: its rows in the paper's order, and what its plot puts on the x axis.
 
     Attributes:
-        number: The paper's table number.
+        number: The paper's table number, or ``"P"`` for Table P.
         title: The paper's caption.
         rows: The rows, in the paper's order.
-        x_axis: ``"row"`` (one tick per row), ``"igf_layers"`` (L) or ``"parameters"``.
+        x_axis: ``"row"`` (one tick per row), ``"igf_layers"`` (L), ``"parameters"`` or ``"cost"``
+            (training time per step: a quality-against-cost view, and the report adds the cost columns).
     """
 
-    number: int
+    number: TableId
     title: str
     rows: tuple[Row, ...]
     x_axis: str = "row"
@@ -157,8 +164,34 @@ TABLE_6 = Table(6, "Ablation studies of the gating unit of IGF layers", (
         {"overall_iou": 71.00, "precision@0.5": 83.81}, paper_params=1.77),
 ), x_axis="parameters")  # fmt: skip
 
+_NO_FUSION = TABLE_2.rows[0]
+
+# Table P (this project's, not the paper's): every IGF site (LGVE-1 at E3 and E4, LGVE-2, MLFF) built from one
+# fusion layer of igf at the same widths (model.fusion_layer), beside IGF reading the words and no fusion at all.
+# The paper reports no such table: the rows carry no paper values.
+TABLE_P = Table("P", "IGF against the fusion layers people use, at every IGF site", (
+    Row(FULL_KEY,      "IGF",         {},                                {}),
+    Row("peer-film",   "FiLM",        {"fusion_layer": "film"},          {}),
+    Row("peer-pwam",   "PWAM",        {"fusion_layer": "pwam"},          {}),
+    Row("peer-concat", "Concat",      {"fusion_layer": "concat"},        {}),
+    Row("igf-words",   "IGF (words)", {"igf_token_pooling": "attention"}, {}),
+    Row(_NO_FUSION.key, "no fusion",  _NO_FUSION.changes,                {}),
+), x_axis="cost")  # fmt: skip
+
 #: The tables by number.
-TABLES: dict[int, Table] = {table.number: table for table in (TABLE_2, TABLE_4, TABLE_5, TABLE_6)}
+TABLES: dict[TableId, Table] = {table.number: table for table in (TABLE_2, TABLE_4, TABLE_5, TABLE_6, TABLE_P)}
+
+
+def table_id(text: str) -> TableId:
+    """A table's name as typed (``"2"``, ``"p"``) -> its key in :data:`TABLES` (``2``, ``"P"``).
+
+    Raises:
+        ValueError: No such table (the message lists the valid ones).
+    """
+    key: TableId = int(text) if text.strip().isdigit() else text.strip().upper()
+    if key not in TABLES:
+        raise ValueError(f"unknown table {text!r}; valid: {', '.join(map(str, TABLES))}")
+    return key
 
 
 def rows_by_key() -> dict[str, Row]:

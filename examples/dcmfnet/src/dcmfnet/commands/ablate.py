@@ -1,4 +1,4 @@
-"""Run the paper's ablation tables (2, 4, 5, 6) at equal optimizer steps over several seeds, and report them.
+"""Run the paper's ablation tables (2, 4, 5, 6) and Table P at equal optimizer steps over several seeds; report them.
 
 Usage::
 
@@ -6,6 +6,7 @@ Usage::
         --output-dir ablations/refcocog_like
     dcmfnet ablate --table 4 --rows L1,L3 --seeds 0,1,2 --config refcocog_umd_resnet101 --output-dir D \\
         data.root=/data/refer
+    dcmfnet ablate --table P --seeds 0-3 --dataset refcocog_like --jobs 2 --output-dir D   # Table P: IGF vs peers
     dcmfnet ablate --report-only --output-dir ablations/refcocog_like
     dcmfnet ablate --only mlff-concat-s3 --from ablations/refcocog_like --output-dir /tmp/rerun
     dcmfnet ablate --diagnose gate-convgru --output-dir ablations/refcocog_like
@@ -37,7 +38,7 @@ from dcmfnet.ablations.diagnose import diagnose
 from dcmfnet.ablations.records import check_same_settings, read_records
 from dcmfnet.ablations.report import write_reports
 from dcmfnet.ablations.runner import METRIC_KEYS, RunSpec, plan_runs, run_all, source_commit
-from dcmfnet.ablations.tables import FULL_MODEL, TABLES, Row
+from dcmfnet.ablations.tables import FULL_MODEL, TABLES, Row, TableId, table_id
 from dcmfnet.commands.base import run_command
 from dcmfnet.errors import InputError
 from dcmfnet.train_config import load_run_config
@@ -68,15 +69,21 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def _table_argument(text: str) -> TableId:
+    try:
+        return table_id(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``ablate`` subcommand's arguments; ``key=value`` overrides may follow anywhere."""
     parser.add_argument(
         "--table",
-        type=int,
+        type=_table_argument,
         nargs="+",
         action="extend",
-        choices=sorted(TABLES),
-        help="paper tables to run (several allowed; default: all, or those holding --rows)",
+        help=f"tables to run: {', '.join(map(str, TABLES))} (several allowed; default: all, or those holding --rows)",
     )
     parser.add_argument(
         "--rows",
@@ -119,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "Row keys: " + ", ".join(dict.fromkeys(r.key for t in TABLES.values() for r in t.rows)) + "."
 
 
-def _select_rows(tables: Sequence[int] | None, keys: str | None) -> tuple[list[int], list[Row]]:
+def _select_rows(tables: Sequence[TableId] | None, keys: str | None) -> tuple[list[TableId], list[Row]]:
     """The tables and their rows that the options select (the full model always among them)."""
     wanted = [key.strip() for key in keys.split(",") if key.strip()] if keys else []
     if tables:
@@ -136,7 +143,7 @@ def _select_rows(tables: Sequence[int] | None, keys: str | None) -> tuple[list[i
     return numbers, rows
 
 
-def _command_line(args: argparse.Namespace, tables: Sequence[int], steps: int | None, seeds: str) -> str:
+def _command_line(args: argparse.Namespace, tables: Sequence[TableId], steps: int | None, seeds: str) -> str:
     """The command as it could be typed again (with the resolved steps and seeds)."""
     words = ["dcmfnet", "ablate"]
     if args.only:
@@ -164,7 +171,7 @@ def _interrupt_on_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, handle)
 
 
-def _execute(specs: list[RunSpec], output_dir: Path, jobs: int, tables: Sequence[int]) -> int:
+def _execute(specs: list[RunSpec], output_dir: Path, jobs: int, tables: Sequence[TableId]) -> int:
     """Run ``specs``, refreshing the reports after each; the exit status."""
     previous = _interrupt_on_sigterm()
     try:
