@@ -49,7 +49,7 @@ def default_eager_cpu_tanh_via_sigmoid() -> bool:
 
 
 def eager_cpu_tanh_via_sigmoid() -> bool:
-    """Whether eager code on a CPU now computes ``tanh`` of float32/float64 as :math:`2\sigma(2x) - 1`."""
+    r"""Whether eager code on a CPU now computes ``tanh`` of float32/float64 as :math:`2\sigma(2x) - 1`."""
     return default_eager_cpu_tanh_via_sigmoid() if _chosen is None else _chosen
 
 
