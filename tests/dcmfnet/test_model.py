@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import igf as fusion_layers
 from dcmfnet import DCMFNet, DCMFNetOutput, ModelConfig, build_model, load_model_config
 from dcmfnet.blocks import (
     BidirectionalGatedFusion,
@@ -20,7 +21,6 @@ from dcmfnet.blocks import (
 )
 from dcmfnet.config import LGVE1_PLACEMENTS, MLFF_MODES
 from dcmfnet.model import FUSION_SITES
-import igf
 from igf import FUSION_LAYERS, GATES, OUTPUT_MODES, ASGate, ConvGRUGate, ConvLSTMGate, IterativeGatedFusion
 
 SITES = ("fusion_e2", "fusion_e3", "fusion_e4", "fusion_enc", "fusion_dec")
@@ -426,7 +426,7 @@ def test_igf_fused_switch_gives_the_same_training_step() -> None:
             torch.testing.assert_close(p_fused.grad, p_plain.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-PEERS = {"film": igf.FiLM, "pwam": igf.PixelWordAttention, "concat": igf.ConcatFusion}
+PEERS = {"film": fusion_layers.FiLM, "pwam": fusion_layers.PixelWordAttention, "concat": fusion_layers.ConcatFusion}
 
 
 @pytest.mark.parametrize("name", sorted(PEERS))
