@@ -35,6 +35,7 @@ PAGES = (
     "guides/install",
     "guides/own_model",
     "guides/choosing",
+    "guides/ranks",
     "guides/dcmfnet",
     "guides/benchmarks",
     "guides/ablations",
