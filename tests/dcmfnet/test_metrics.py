@@ -84,3 +84,19 @@ def test_repeated_index_with_other_counts_is_an_error(monkeypatch: pytest.Monkey
     ranks[1][1] = (1, 2)
     with pytest.raises(ValueError, match="index 1 "):
         ReferringMetrics().synchronize()
+
+
+def test_overall_iou_standard_error_matches_a_bootstrap() -> None:
+    """The delta-method scoring noise agrees with resampling the pairs (the split drawn again, same size)."""
+    generator = torch.Generator().manual_seed(0)
+    unions = torch.randint(20, 200, (400,), generator=generator)
+    inters = (unions.double() * torch.rand(400, generator=generator, dtype=torch.float64)).long()
+    metrics = ReferringMetrics()
+    metrics.update_counts(range(400), inters, unions)
+    result = metrics.compute()
+    draws = torch.randint(0, 400, (2000, 400), generator=generator)
+    bootstrap = (inters[draws].sum(1).double() / unions[draws].sum(1).double()).std()
+    assert result["overall_iou_standard_error"] == pytest.approx(float(bootstrap), rel=0.1)
+    one = ReferringMetrics()
+    one.update_counts([0], [3], [4])
+    assert one.compute()["overall_iou_standard_error"] == 0.0

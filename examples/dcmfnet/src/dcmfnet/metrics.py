@@ -166,19 +166,35 @@ class ReferringMetrics:
         """IoU of each pair, by dataset index (``U = 0`` counts as 1)."""
         return {index: (inter / union if union > 0 else 1.0) for index, (inter, union) in self._counts.items()}
 
+    def _overall_iou_standard_error(self, overall: float) -> float:
+        counts = torch.tensor(list(self._counts.values()), dtype=torch.float64)
+        n, mean_union = counts.shape[0], float(counts[:, 1].mean())
+        if n < 2 or mean_union == 0:
+            return 0.0
+        residuals = counts[:, 0] - overall * counts[:, 1]
+        return float(residuals.square().sum().div(n * (n - 1)).sqrt()) / mean_union
+
     def compute(self) -> dict[str, float | int]:
         """The metrics of the module notes as fractions in [0, 1].
 
+        ``overall_iou_standard_error`` is the scoring noise of the overall IoU: how much it would move if the
+        split were drawn again with the same size, from the delta method for a ratio of sums,
+        ``sqrt(sum((I_i - r U_i)^2) / (n (n - 1))) / mean(U)`` with ``r`` the overall IoU (0 for one pair).
+        Compare it with the spread over training seeds before reading a difference.
+
         Returns:
-            ``{"overall_iou", "mean_iou", "precision@0.5", ..., "precision@0.9", "num_samples"}``.
+            ``{"overall_iou", "overall_iou_standard_error", "mean_iou", "precision@0.5", ..., "precision@0.9",
+            "num_samples"}``.
         """
         if not self._counts:
             raise ValueError("no samples were scored")
         total_inter = sum(inter for inter, _ in self._counts.values())
         total_union = sum(union for _, union in self._counts.values())
         ious = torch.tensor(list(self.per_sample_iou().values()), dtype=torch.float64)
+        overall = total_inter / total_union if total_union > 0 else 1.0
         result: dict[str, float | int] = {
-            "overall_iou": total_inter / total_union if total_union > 0 else 1.0,
+            "overall_iou": overall,
+            "overall_iou_standard_error": self._overall_iou_standard_error(overall),
             "mean_iou": float(ious.mean()),
         }
         for threshold in PRECISION_THRESHOLDS:
