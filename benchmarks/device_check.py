@@ -56,6 +56,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from benchmarks.provenance import git_commit
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Seconds a part gets beyond its limit to stop after SIGTERM before SIGKILL.
 KILL_GRACE_S = 10
@@ -221,18 +223,6 @@ def summary_markdown(summary: dict[str, Any], out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _git_commit() -> str | None:
-    try:
-        return (
-            subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=ROOT
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.device_check",
@@ -270,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch_cuda": torch.version.cuda,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m benchmarks.device_check " + " ".join(sys.argv[1:] if argv is None else argv),
         "budget_s": args.budget_s,

@@ -24,7 +24,6 @@ import os
 import platform
 import re
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ import igf.cpu_tanh
 from benchmarks import memory, report
 from benchmarks.cases import Case
 from benchmarks.flops import capture_all_ops, capture_flop_ops, count_flops, replay, summarise_calls
+from benchmarks.provenance import git_commit
 from benchmarks.suite import GROUPS, build_suite, comparison_pairs
 from benchmarks.timing import TimingResult, measure, measure_interleaved, page_faults_per_call
 from benchmarks.workload import Workload
@@ -59,20 +59,6 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def environment(device: torch.device) -> dict[str, Any]:
     """What the numbers depend on: device, library versions, threads."""
     env: dict[str, Any] = {
@@ -91,7 +77,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "igf_eager_cpu_tanh_via_sigmoid": igf.cpu_tanh.eager_cpu_tanh_via_sigmoid(),
         "default_dtype": str(torch.get_default_dtype()),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "memory_method": memory.CUDA_METHOD if device.type == "cuda" else memory.CPU_METHOD,
     }
