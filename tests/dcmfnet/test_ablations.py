@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -234,6 +235,24 @@ def test_table_p_markdown_has_cost_columns_readings_and_mean_curves() -> None:
     assert results[0].curve == ((5, pytest.approx(0.52), 3), (10, pytest.approx(0.62), 3))
 
 
+def test_table_markdown_has_val_overall_iou_by_expression_form_where_records_have_it() -> None:
+    def record(row: str, seed: int, forms: dict[str, float]) -> dict[str, Any]:
+        by_form = {form: {"overall_iou": value, "num_samples": 30 + len(form)} for form, value in forms.items()}
+        return _record(row, seed, 0.6) | {"by_form": {"val": by_form, "test": {"between": {"overall_iou": 0.0}}}}
+
+    # two seeds of the full model, one FiLM run scored on one form only, and an older record without by_form
+    records = [record(FULL_KEY, 0, {"relation": 0.50, "between": 0.20}),
+               record(FULL_KEY, 1, {"relation": 0.60, "between": 0.30}),
+               record("peer-film", 0, {"relation": 0.40}), _record("peer-concat", 0, 0.5)]  # fmt: skip
+    markdown = table_markdown(TABLES["P"], records)
+    section = markdown.split("## By expression form (val overall IoU, mean over seeds)\n\n")[1].splitlines()
+    assert section == ["| model | between (n=37) | relation (n=38) |", "|---|---|---|",
+                       "| full model | 25.0 | 55.0 |", "| fusion_layer=film | — | 40.0 |"]  # fmt: skip
+    assert summarize(TABLES["P"], records, ["val"])[0].by_form == {"between": (pytest.approx(0.25), 37),
+                                                                   "relation": (pytest.approx(0.55), 38)}  # fmt: skip
+    assert "By expression form" not in table_markdown(TABLES["P"], [_record(FULL_KEY, 0, 0.6)])
+
+
 def test_saved_activations_of_a_training_step_grow_with_the_batch() -> None:
     cfg = load_run_config(CPU_CONFIG, [*TINY, "model.fusion_layer=film"])
     model = build_model(cfg.model)
@@ -335,6 +354,29 @@ def test_a_resumed_run_says_so_and_keeps_the_whole_runs_training_time(ablation: 
     assert record["resumed"] is True
     assert record["train_seconds"] == recorded["train_seconds"]  # nothing left to train: the same clock
     assert record["metrics"] == recorded["metrics"]
+
+
+def test_a_run_keeps_each_splits_metrics_by_expression_form(
+    ablation: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the evaluation JSON has ``by_form`` (the built-in benchmark), the record keeps it per split, with the
+    metrics a record keeps; the subprocesses are replaced by one writing such a JSON."""
+    from dcmfnet.ablations import runner
+
+    scores = dict.fromkeys(METRIC_KEYS, 0.5) | {"overall_iou_standard_error": 0.1, "num_samples": 8}
+    forms = {"ordinal": scores | {"num_samples": 3}, "relation": scores | {"num_samples": 5}}
+
+    def evaluate_with_forms(processes: Any, command: list[str], log: Path, what: str) -> None:
+        if "evaluate" in command:  # training: nothing left to train
+            Path(command[command.index("--output-json") + 1]).write_text(json.dumps(scores | {"by_form": forms}))
+
+    monkeypatch.setattr(runner, "_check_call", evaluate_with_forms)
+    recorded = {record["run_id"]: record for record in read_records(ablation)}["full-s0"]
+    shutil.copytree(ablation / "runs" / "full-s0", tmp_path / "runs" / "full-s0")
+    record = runner.execute_run(runner.RunSpec.from_record(recorded), tmp_path, commit=None)
+    kept = {form: {key: value for key, value in form_scores.items() if key != "overall_iou_standard_error"}
+            for form, form_scores in forms.items()}  # fmt: skip
+    assert record["by_form"] == {"val": kept, "test": kept} and "by_form" not in recorded
 
 
 def test_report_only_rebuilds_the_tables_from_runs_jsonl(ablation: Path, tmp_path: Path) -> None:

@@ -104,6 +104,15 @@ def test_deterministic_by_seed_and_streams_differ(kind: str) -> None:
         assert sum(sample(a, i)[0] == sample(other, i)[0] for i in range(20)) == 0
 
 
+@pytest.mark.parametrize("kind", KIND_NAMES)
+def test_form_is_the_scenes_form_without_rendering(kind: str) -> None:
+    ds = BenchmarkReferring(kind=kind, split="val", num_samples=12, seed=2)
+    assert [ds.form(i) for i in range(12)] == [ds.scene(i).form for i in range(12)]
+    assert {ds.form(i) for i in range(12)} <= set(KINDS[kind].forms)
+    with pytest.raises(IndexError, match="index 12 out of range for 12 samples"):
+        ds.form(12)
+
+
 def test_scenes_are_hard() -> None:
     """Objects share the target's attributes, some overlap, some are small, backgrounds vary."""
     scenes = _scenes("refcocog_like", 300)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from dcmfnet.checkpoint import load_checkpoint, save_checkpoint
 from dcmfnet.commands import evaluate, predict
-from dcmfnet.data import SyntheticReferring
+from dcmfnet.data import BenchmarkReferring, SyntheticReferring
 from dcmfnet.errors import InputError
 from dcmfnet.evaluation import evaluate_to_json
 from dcmfnet.loading import load_model_from_checkpoint
@@ -61,6 +61,26 @@ def test_evaluate_to_json_is_the_command_without_argparse(checkpoint: Path, tmp_
         evaluate_to_json(tmp_path / "v.json")
     with pytest.raises(InputError, match="batch_size must be at least 1, got 0"):
         evaluate_to_json(tmp_path / "v.json", checkpoint=checkpoint, batch_size=0)
+
+
+def test_evaluate_to_json_scores_each_benchmark_form(checkpoint: Path, tmp_path: Path) -> None:
+    """On the built-in benchmark the record has ``by_form``, the split's samples by expression form; a shuffled
+    run has none (its expressions belong to other samples), nor has a dataset without forms."""
+    state = load_checkpoint(checkpoint)
+    state["config"]["data"]["dataset"] = "refcocog_like"  # the same tiny model, scored on benchmark scenes
+    moved = save_checkpoint(tmp_path / "benchmark.pt", {k: v for k, v in state.items() if k != "format"})
+    record = evaluate_to_json(tmp_path / "b.json", checkpoint=moved, max_samples=16, write_gallery=False).record
+    assert json.loads((tmp_path / "b.json").read_text()) == record
+    by_form = record["by_form"]
+    dataset = BenchmarkReferring(kind="refcocog_like", split="val", num_samples=16, seed=0)
+    assert list(by_form) == sorted({dataset.form(i) for i in range(16)}) and len(by_form) > 1
+    assert sum(scores["num_samples"] for scores in by_form.values()) == record["num_samples"] == 16
+    assert all(set(scores) == KEYS | {"overall_iou_standard_error"} for scores in by_form.values())
+    shuffled = evaluate_to_json(tmp_path / "s.json", checkpoint=moved, max_samples=16, shuffle_expressions=True,
+                                write_gallery=False)  # fmt: skip
+    assert "by_form" not in shuffled.record and shuffled.record["num_samples"] == 16
+    plain = evaluate_to_json(tmp_path / "p.json", checkpoint=checkpoint, max_samples=2, write_gallery=False)
+    assert "by_form" not in plain.record
 
 
 def test_predict_cli_overlay_maps_and_bad_input(

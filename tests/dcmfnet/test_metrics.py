@@ -44,6 +44,33 @@ def test_hand_computed_values_and_empty_pair() -> None:
     assert result["precision@0.7"] == 0.5 and result["precision@0.9"] == 0.5
 
 
+def test_compute_by_group_hand_computed_and_sorted_by_name() -> None:
+    metrics = ReferringMetrics()
+    metrics.update_counts([0, 1, 2, 3, 4], [9, 3, 0, 0, 2], [10, 5, 4, 0, 8])  # IoUs 0.9, 0.6, 0.0, 1.0, 0.25
+    groups = {0: "b", 1: "a", 2: "b", 3: "a", 4: "a", 9: "c"}  # index 9 was not scored: no group "c"
+    result = metrics.compute_by_group(groups)
+    assert list(result) == ["a", "b"]
+    a, b = result["a"], result["b"]
+    assert a["num_samples"] == 3 and b["num_samples"] == 2
+    assert a["overall_iou"] == pytest.approx(5 / 13) and b["overall_iou"] == pytest.approx(9 / 14)
+    assert a["mean_iou"] == pytest.approx((0.6 + 1.0 + 0.25) / 3) and b["mean_iou"] == pytest.approx(0.45)
+    assert a["precision@0.5"] == pytest.approx(2 / 3) and a["precision@0.7"] == pytest.approx(1 / 3)
+    assert b["precision@0.5"] == 0.5 and b["precision@0.9"] == 0.5
+    # sqrt(sum((I - r U)^2) / (n (n - 1))) / mean(U): residuals ±14/13 and 0 for a, ±36/14 for b
+    assert a["overall_iou_standard_error"] == pytest.approx((2 * (14 / 13) ** 2 / 6) ** 0.5 / (13 / 3))
+    assert b["overall_iou_standard_error"] == pytest.approx((36 / 14) / 7)
+    assert set(a) == set(metrics.compute())
+
+
+def test_compute_by_group_needs_a_group_for_every_scored_index() -> None:
+    metrics = ReferringMetrics()
+    metrics.update_counts([0, 1, 4], [1, 1, 1], [2, 2, 2])
+    with pytest.raises(ValueError, match=r"expected a group for every scored dataset index, got none for index 4"):
+        metrics.compute_by_group({0: "a", 1: "b"})
+    with pytest.raises(ValueError, match="no samples were scored"):
+        ReferringMetrics().compute_by_group({0: "a"})
+
+
 def test_repeated_index_counted_once() -> None:
     metrics = ReferringMetrics()
     metrics.update_counts([0, 1], [1, 2], [2, 2])

@@ -6,11 +6,13 @@ benchmarks score them (§4.1; :mod:`dcmfnet.metrics`). :func:`evaluate_model` wo
 once. :func:`evaluate_to_json` is what ``dcmfnet evaluate`` runs (:mod:`dcmfnet.commands.evaluate`
 keeps only the arguments and the printing): it loads a checkpoint or an exported folder, builds the
 split from the run's data config, scores it, and writes the metrics JSON and a prediction gallery.
+On the built-in benchmark the JSON also scores each expression form apart (:func:`expression_forms`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from tqdm import tqdm
 
 from dcmfnet import distributed
 from dcmfnet.data.base import ReferringDataset, ShuffledExpressions, collate_referring
+from dcmfnet.data.benchmark import BenchmarkReferring
 from dcmfnet.data.build import build_dataset, max_tokens_for
 from dcmfnet.errors import InputError
 from dcmfnet.inference import predict_masks
@@ -29,7 +32,7 @@ from dcmfnet.loading import load_model_from_checkpoint, load_model_from_folder
 from dcmfnet.metrics import ReferringMetrics
 from dcmfnet.visualize import save_gallery
 
-__all__ = ["EvaluationResult", "evaluate_model", "evaluate_to_json", "save_prediction_gallery"]
+__all__ = ["EvaluationResult", "evaluate_model", "evaluate_to_json", "expression_forms", "save_prediction_gallery"]
 
 
 @torch.no_grad()
@@ -118,12 +121,29 @@ def save_prediction_gallery(
     )
 
 
+def expression_forms(dataset: Dataset[dict[str, Any]]) -> Mapping[int, str] | None:
+    """The expression form of every sample (dataset index → form), where the dataset has forms.
+
+    Only the built-in benchmark has them (``attributes``, ``position``, ``ordinal``, ``relation``,
+    ``between``; :class:`~dcmfnet.data.benchmark.BenchmarkReferring`); read without rendering a scene.
+
+    Returns:
+        ``{index: form}`` for the ``len(dataset)`` samples, or ``None`` for any other dataset: the synthetic
+        and REFER sets, and :class:`~dcmfnet.data.base.ShuffledExpressions`, whose samples carry another
+        sample's expression.
+    """
+    if not isinstance(dataset, BenchmarkReferring):
+        return None
+    return {index: dataset.form(index) for index in range(len(dataset))}
+
+
 @dataclass(frozen=True)
 class EvaluationResult:
     """What :func:`evaluate_to_json` scored and wrote.
 
     Attributes:
-        record: The JSON written: the metrics, the split, the model's source, its epoch and step.
+        record: The JSON written: the metrics, the split, the model's source, its epoch and step, and on the
+            built-in benchmark ``by_form`` (form → the metrics of that form's samples).
         split: The split scored.
         output_json: The JSON file (``None`` on every process but the first under torchrun: it writes).
         gallery: The gallery PNG, or ``None`` when none was written.
@@ -154,7 +174,10 @@ def evaluate_to_json(
 
     The model is rebuilt from the config stored in the checkpoint (or the exported folder, whose
     ``config.json`` keeps the run's data section). Works under ``torchrun``: each process scores a share
-    of the split, the counts are merged, and the first process writes.
+    of the split, the counts are merged, and the first process writes. On the built-in benchmark (and not with
+    ``shuffle_expressions``) the record's ``by_form`` holds, per expression form sorted by name, the same metrics
+    over that form's samples (:meth:`~dcmfnet.metrics.ReferringMetrics.compute_by_group`); their
+    ``num_samples`` add up to the split's.
 
     Args:
         output_json: Where the metrics go; its folder must exist.
@@ -188,16 +211,19 @@ def evaluate_to_json(
         if shuffle_expressions:
             dataset = ShuffledExpressions(dataset, seed=seed)
         max_tokens = max_tokens_for(cfg.data)
-        metrics = evaluate_model(
+        scores = evaluate_model(
             model, dataset, max_tokens=max_tokens,
             batch_size=batch_size or cfg.train.eval_batch_size or cfg.train.batch_size,
             precision=cfg.train.precision, progress=context.is_main,
-        ).compute()  # fmt: skip
+        )  # fmt: skip
         source = {"checkpoint": checkpoint and str(checkpoint), "model": model_dir and str(model_dir)}
         record: dict[str, Any] = {
-            **metrics, "split": split, "shuffle_expressions": shuffle_expressions, **source,
+            **scores.compute(), "split": split, "shuffle_expressions": shuffle_expressions, **source,
             "epoch": state.get("epoch"), "step": state.get("step"), "resolution": "original image size",
         }  # fmt: skip
+        forms = expression_forms(dataset)  # None for the ShuffledExpressions wrapper
+        if forms is not None:
+            record["by_form"] = scores.compute_by_group(forms)
         if not context.is_main:
             return EvaluationResult(record, split, None, None)
         output = Path(output_json)

@@ -8,6 +8,9 @@ Over every (image, expression) pair of a split, with the predicted mask ``sigmoi
 * mean IoU ``=`` mean of ``I / U`` (a pair with ``U = 0``, both masks empty, counts as IoU 1);
 * Prec@X ``=`` share of pairs with IoU ``>= X`` for X in {0.5, 0.6, 0.7, 0.8, 0.9}.
 
+:meth:`ReferringMetrics.compute_by_group` gives the same metrics over each group of pairs (the built-in
+benchmark's expression forms), to see where a model wins or loses.
+
 :class:`ReferringMetrics` keeps the per-pair counts keyed by dataset index, so that under
 ``torch.distributed`` the ranks' counts can be gathered and every pair counted exactly once
 (``DistributedSampler`` pads the last batch by repeating indices).
@@ -15,7 +18,7 @@ Over every (image, expression) pair of a split, with the predicted mask ``sigmoi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -201,3 +204,28 @@ class ReferringMetrics:
             result[f"precision@{threshold}"] = float((ious >= threshold).double().mean())
         result["num_samples"] = len(self._counts)
         return result
+
+    def compute_by_group(self, groups: Mapping[int, str]) -> dict[str, dict[str, float | int]]:
+        """:meth:`compute` over the pairs of each group (e.g. the expression form of each pair).
+
+        Args:
+            groups: Dataset index → group name; it must cover every scored index (others are ignored).
+
+        Returns:
+            Group name → the :meth:`compute` dict of that group's pairs, for each group with a scored pair,
+            sorted by name; the groups' ``num_samples`` add up to ``len(self)``.
+
+        Raises:
+            ValueError: No pair was scored, or a scored index has no group (the message names one).
+        """
+        if not self._counts:
+            raise ValueError("no samples were scored")
+        members: dict[str, ReferringMetrics] = {}
+        for index, counts in self._counts.items():
+            if index not in groups:
+                raise ValueError(
+                    f"expected a group for every scored dataset index, got none for index {index} "
+                    f"({len(groups)} indices have a group)"
+                )
+            members.setdefault(groups[index], ReferringMetrics())._counts[index] = counts
+        return {name: members[name].compute() for name in sorted(members)}

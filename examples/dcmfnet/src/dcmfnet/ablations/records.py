@@ -3,7 +3,8 @@
 A record holds what identifies the run (``run_id``, ``row``, ``table``, ``seed``, the overrides,
 ``steps``, ``config``, ``dataset``) and what it measured (``metrics`` per split with the keys of
 :data:`dcmfnet.ablations.runner.METRIC_KEYS`, ``parameters``, ``steps_per_second``,
-``train_seconds``, ``wall_seconds``, ``resumed``, ``commit``).
+``train_seconds``, ``wall_seconds``, ``resumed``, ``commit``; on the built-in benchmark ``by_form``: per split
+and expression form the same metrics over that form's samples, a key that older records lack).
 ``train_seconds`` is the trainer's own clock over the whole run; ``wall_seconds`` (training and
 evaluation) covers only the invocation that finished the run, which for a ``resumed`` run (one that
 continued from its ``last.pt``) is not the whole run.

@@ -8,7 +8,8 @@ verdict; the table's resolution is the CI half-width of the full model's overall
 Table 6) and the paired differences beside the paper's. Table P, which the paper does not have, reads each
 difference on its own (above / below the full model, or within noise) and adds each row's cost: training
 time per step, saved activations per step (:mod:`~dcmfnet.ablations.cost`) and parameters. Every table
-ends with the rows' mean learning curves (val overall IoU at each logged step) and ``tableN_curves.png``.
+ends with the rows' mean learning curves (val overall IoU at each logged step) and ``tableN_curves.png``, and,
+on the built-in benchmark, the rows' overall IoU per expression form (where a row wins or loses).
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ def table_markdown(table: Table, records: Sequence[dict[str, Any]]) -> str:
             )
     lines += ["", f"![Table {table.number}](table{table.number}.png)", ""]
     lines += _curves_section(table, results)
+    lines += _forms_section(results, main)
     return "\n".join(lines)
 
 
@@ -183,6 +185,22 @@ def _curves_section(table: Table, results: Sequence[RowResult]) -> list[str]:
                      + " | ".join(f"{100 * values[s]:.1f}" if s in values else "—" for s in steps) + " |")  # fmt: skip
     lines += ["", f"![Table {table.number} learning curves](table{table.number}_curves.png)", ""]
     return lines
+
+
+def _forms_section(results: Sequence[RowResult], main: str) -> list[str]:
+    """Overall IoU (percent) per expression form and row, where the records score forms (the built-in benchmark)."""
+    scored = [result for result in results if result.by_form]
+    if not scored:
+        return []
+    samples = {form: count for result in scored for form, (_, count) in result.by_form.items()}
+    forms = sorted(samples)
+    lines = [f"## By expression form ({main} overall IoU, mean over seeds)", "",
+             "| model | " + " | ".join(f"{form} (n={samples[form]})" for form in forms) + " |",
+             "|---|" + "---|" * len(forms)]  # fmt: skip
+    for result in scored:
+        cells = [f"{100 * result.by_form[form][0]:.1f}" if form in result.by_form else "—" for form in forms]
+        lines.append(f"| {result.row.describe()} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _tables_with_runs(records: Sequence[dict[str, Any]]) -> list[TableId]:

@@ -214,6 +214,11 @@ def _check_call(processes: _Processes, command: list[str], log: Path, what: str)
         raise RunFailed(f"{what} exited with {code}; the end of {log}:\n{tail}")
 
 
+def _kept_metrics(scores: dict[str, Any]) -> dict[str, float]:
+    """The metrics a record keeps of an evaluation's scores: :data:`METRIC_KEYS` and ``num_samples``."""
+    return {key: float(scores[key]) for key in METRIC_KEYS} | {"num_samples": scores["num_samples"]}
+
+
 def execute_run(
     spec: RunSpec, output_dir: Path, *, commit: str | None, processes: _Processes | None = None
 ) -> dict[str, Any]:
@@ -238,13 +243,16 @@ def execute_run(
     train_command = _dcmfnet("train", "--config", spec.config, "--output-dir", str(run_dir), *spec.train_overrides())
     _check_call(processes, train_command, run_dir / "train.log", f"training of {spec.run_id}")
     metrics: dict[str, dict[str, float]] = {}
+    by_form: dict[str, dict[str, dict[str, float]]] = {}
     for split in spec.eval_splits:
         result = run_dir / f"{split}.json"
         command = _dcmfnet("evaluate", "--checkpoint", str(run_dir / "last.pt"), "--split", split,
                            "--output-json", str(result), "--gallery", "none")  # fmt: skip
         _check_call(processes, command, run_dir / f"evaluate_{split}.log", f"evaluation of {spec.run_id} on {split}")
         scores = json.loads(result.read_text())
-        metrics[split] = {key: float(scores[key]) for key in METRIC_KEYS} | {"num_samples": scores["num_samples"]}
+        metrics[split] = _kept_metrics(scores)
+        if "by_form" in scores:  # the built-in benchmark: the metrics of each expression form
+            by_form[split] = {form: _kept_metrics(form_scores) for form, form_scores in scores["by_form"].items()}
     model, run_config, state = load_model_from_checkpoint(run_dir / "last.pt")
     if state["step"] != spec.steps:
         raise RunFailed(f"{spec.run_id} stopped at step {state['step']}, not {spec.steps} (see {run_dir}/train.log)")
@@ -252,6 +260,7 @@ def execute_run(
     return {
         **dataclasses.asdict(spec),
         "metrics": metrics,
+        **({"by_form": by_form} if by_form else {}),
         "parameters": count_parameters(model),
         "saved_activation_bytes": saved_activation_bytes(model, run_config),
         "curve": learning_curve(run_dir),

@@ -218,7 +218,8 @@ def generate_benchmark_scene(
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
     grammar = KINDS[kind]
-    form, relation = _choose_form(rng, grammar)  # fixed before the scene, so retries keep the shares
+    # the first draw, fixed before the scene so retries keep the shares (BenchmarkReferring.form draws it alone)
+    form, relation = _choose_form(rng, grammar)
     while True:
         specs = _specs(rng, form, int(rng.integers(min_objects, max_objects + 1)))
         overlap = max_overlap if rng.random() < occlusion_probability else 0.0
@@ -281,12 +282,22 @@ class BenchmarkReferring(ReferringDataset):
     def __len__(self) -> int:
         return self.num_samples
 
-    def scene(self, index: int) -> BenchmarkScene:
-        """Generate scene ``index`` (deterministic)."""
+    def _rng(self, index: int) -> np.random.Generator:
+        """The random stream of scene ``index``: a function of ``(seed, kind, split, index)``."""
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
-        rng = np.random.default_rng([self.seed, list(KINDS).index(self.kind), SPLITS.index(self.split), index])
-        return generate_benchmark_scene(rng, self.kind, **self.options)
+        return np.random.default_rng([self.seed, list(KINDS).index(self.kind), SPLITS.index(self.split), index])
+
+    def scene(self, index: int) -> BenchmarkScene:
+        """Generate scene ``index`` (deterministic; not cached, a few milliseconds)."""
+        return generate_benchmark_scene(self._rng(index), self.kind, **self.options)
+
+    def form(self, index: int) -> str:
+        """The expression form of sample ``index``, ``scene(index).form``, without generating the scene.
+
+        The form is the scene's first random draw, so this takes microseconds (no image is rendered).
+        """
+        return _choose_form(self._rng(index), KINDS[self.kind])[0]
 
     def raw(self, index: int) -> RawSample:
         if self._cache is not None and index in self._cache:
