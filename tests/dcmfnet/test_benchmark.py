@@ -141,6 +141,21 @@ def test_ablation_config_builds_its_kind(kind: str) -> None:
     assert max_tokens_for(cfg.data) >= longest + 1  # [CLS] + words
 
 
+def test_clean_ablation_config_builds_few_whole_objects_per_scene() -> None:
+    """The second operating point's config: refcocog-like expressions, no fillers beyond 4 objects, none hidden."""
+    cfg = load_run_config("ablation_clean_refcocog_like")
+    assert cfg.data.dataset == "refcocog_like" and cfg.data.benchmark.clutter == 0
+    assert cfg.data.benchmark.val_samples == cfg.data.benchmark.test_samples == 2000
+    assert cfg.train.eval_every_steps and cfg.train.max_steps and cfg.train.max_steps % cfg.train.eval_every_steps == 0
+    assert list(cfg.model.text_vocabulary) == list(VOCABULARY)
+    ds = build_dataset(cfg.data, "val", train=False)
+    assert isinstance(ds, BenchmarkReferring) and len(ds) == 2000
+    scenes = [ds.scene(i) for i in range(40)]
+    assert min(len(s.objects) for s in scenes) == 4 and np.mean([len(s.objects) for s in scenes]) < 5.5
+    assert all((visible_shares(list(s.objects), s.masks) == 1.0).all() for s in scenes)  # nothing occluded
+    assert {s.form for s in scenes} == set(KINDS["refcocog_like"].forms)
+
+
 def test_object_scale_enlarges_objects() -> None:
     def mean_radius(scale: float) -> float:
         rngs = [np.random.default_rng([9, i]) for i in range(50)]
