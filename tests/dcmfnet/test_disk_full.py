@@ -11,8 +11,6 @@ import errno
 import hashlib
 import os
 import re
-import runpy
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +21,7 @@ import torch
 import dcmfnet.checkpoint
 from dcmfnet.checkpoint import load_checkpoint, save_checkpoint
 from dcmfnet.errors import CheckpointError
-from tests.dcmfnet.tiny_run import CPU_CONFIG, TINY
+from tests.dcmfnet.tiny_run import CPU_CONFIG, TINY, dcmfnet_command
 
 FULL = Path("/dev/full")
 pytestmark = pytest.mark.skipif(not FULL.exists(), reason="needs /dev/full (Linux) to fail writes with ENOSPC")
@@ -64,22 +62,6 @@ def test_save_on_a_full_disk_keeps_the_previous_file(tmp_path: Path, monkeypatch
     with pytest.raises(CheckpointError, match=r"best\.pt was not written"):
         save_checkpoint(tmp_path / "best.pt", {"config": {}, "model": {}})
     assert not (tmp_path / "best.pt").exists()
-
-
-def dcmfnet_command(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run ``python -m dcmfnet ARGV`` in this process; return its exit code, stdout and stderr."""
-    saved_argv, threads = sys.argv, torch.get_num_threads()
-    sys.argv = ["dcmfnet", *argv]
-    try:
-        runpy.run_module("dcmfnet", run_name="__main__", alter_sys=True)
-        code = 0
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    finally:
-        sys.argv = saved_argv
-        torch.set_num_threads(threads)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.slow

@@ -3,19 +3,16 @@ index (also from a DataLoader worker), or with ``data.skip_unreadable=true`` the
 
 from __future__ import annotations
 
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
-import torch
 from torch.utils.data import DataLoader
 
 from dcmfnet.data.base import collate_referring
 from dcmfnet.data.refer import ReferDataset, UnreadableImageError
 from dcmfnet.data.transforms import ReferringTransform
 from tests.dcmfnet.fixtures_refer import make_refer_fixture
-from tests.dcmfnet.tiny_run import CPU_CONFIG, TINY
+from tests.dcmfnet.tiny_run import CPU_CONFIG, TINY, dcmfnet_command
 
 
 @pytest.fixture()
@@ -64,22 +61,6 @@ def test_skip_unreadable_replaces_and_counts(
     assert len(lines) == len(indices)
     assert lines[-1].startswith(f"skipped unreadable sample ({len(indices)} so far in this process): ")
     assert str(victim) in lines[-1]
-
-
-def dcmfnet_command(argv: list[str], capture: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run ``python -m dcmfnet ARGV`` in this process; return its exit code, stdout and stderr."""
-    saved_argv, threads = sys.argv, torch.get_num_threads()
-    sys.argv = ["dcmfnet", *argv]
-    try:
-        runpy.run_module("dcmfnet", run_name="__main__", alter_sys=True)
-        code = 0
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    finally:
-        sys.argv = saved_argv
-        torch.set_num_threads(threads)
-    captured = capture.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.slow

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import runpy
+import sys
+
+import pytest
+import torch
+
 from dcmfnet.configs import resolve_config
 from dcmfnet.train_config import RunConfig, load_run_config
 
-__all__ = ["CPU_CONFIG", "TINY", "tiny_config"]
+__all__ = ["CPU_CONFIG", "TINY", "dcmfnet_command", "tiny_config"]
 
 CPU_CONFIG = resolve_config("cpu_synthetic")
 
@@ -34,3 +40,19 @@ TINY = [
 def tiny_config(*overrides: str) -> RunConfig:
     """The CPU config shrunk by :data:`TINY`, then ``overrides``."""
     return load_run_config(CPU_CONFIG, [*TINY, *overrides])
+
+
+def dcmfnet_command(argv: list[str], capture: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``python -m dcmfnet ARGV`` in this process; return its exit code, stdout and stderr."""
+    saved_argv, threads = sys.argv, torch.get_num_threads()
+    sys.argv = ["dcmfnet", *argv]
+    try:
+        runpy.run_module("dcmfnet", run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    finally:
+        sys.argv = saved_argv
+        torch.set_num_threads(threads)
+    captured = capture.readouterr()
+    return code, captured.out, captured.err
