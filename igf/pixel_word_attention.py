@@ -45,13 +45,19 @@ class PixelWordAttention(nn.Module):
     never suppressed by adding :math:`-10^4` or by multiplying. A row with no real token attends
     to nothing and gives a zero :math:`G` (and zero gradients), never NaN.
 
-    Initialisation: :math:`W_{s2} = 0`, so :math:`S = 0` and the layer starts as the identity.
-    LAVT writes a zero initialisation of *both* gate matrices; but with both zero every gradient
-    of the layer is zero (:math:`\partial S / \partial W_{s2}` reads :math:`\mathrm{ReLU}(W_{s1} F) = 0`
-    and :math:`\partial S / \partial W_{s1}` reads :math:`W_{s2} = 0`), a fixed point of training
-    (LAVT-RIS issues #15 and #25 note that LAVT's released code never applied that initialisation).
-    :math:`W_{s1}` therefore keeps PyTorch's default initialisation: the first step trains
-    :math:`W_{s2}` only, and from the second step every parameter receives a gradient.
+    Initialisation (``identity_init``): by default :math:`W_{s2} = 0`, so :math:`S = 0` and the layer
+    starts as the identity. LAVT writes a zero initialisation of *both* gate matrices; but with both
+    zero every gradient of the layer is zero (:math:`\partial S / \partial W_{s2}` reads
+    :math:`\mathrm{ReLU}(W_{s1} F) = 0` and :math:`\partial S / \partial W_{s1}` reads :math:`W_{s2} = 0`),
+    a fixed point of training (LAVT-RIS issues #15 and #25 note that LAVT's released code never applied
+    that initialisation). :math:`W_{s1}` therefore keeps PyTorch's default initialisation: the first
+    step trains :math:`W_{s2}` only, and from the second step every parameter receives a gradient.
+    The guidance then reaches the output only through the product :math:`S \odot F` of two factors
+    that start at (or near) zero, a second-order start: fine where the guided map carries the signal
+    (LAVT's encoder stages), slow where the guidance does (a decoder fusing a deep map into a skip
+    connection; the DCMFNet ablation guide measures it). ``identity_init=False`` keeps PyTorch's
+    default initialisation for :math:`W_{s2}` as well, as LAVT's released code does: the guidance
+    reaches the output from the first step.
 
     Precision: the instance norm of :math:`G` divides by the spread of the attended words over the
     positions. Where the attention barely varies from position to position, that spread is small and
@@ -80,6 +86,8 @@ class PixelWordAttention(nn.Module):
         guidance_1d: With ``spatial_dims=1`` only, what a guidance of three dims is: ``"tokens"``
             (default), a token sequence ``(B, T, C_x)``, or ``"map"``, a 1-D map ``(B, C_x, t)``
             whose positions are the tokens.
+        identity_init: Start as the identity (:math:`W_{s2} = 0`, default); ``False``: PyTorch's default
+            initialisation for every weight, as LAVT's released code (see Initialisation above).
         device: Factory argument for the parameters.
         dtype: Factory argument for the parameters.
 
@@ -108,10 +116,14 @@ class PixelWordAttention(nn.Module):
         out_channels: int | None = None,
         spatial_dims: int = 2,
         guidance_1d: Guidance1D = "tokens",
+        identity_init: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        if not isinstance(identity_init, bool):
+            raise TypeError(f"identity_init must be a bool, got {type(identity_init).__name__} {identity_init!r}")
+        self.identity_init = identity_init
         self.guidance_channels = check_positive_int("guidance_channels", guidance_channels)
         self.guided_channels = check_positive_int("guided_channels", guided_channels)
         key_channels = guided_channels if key_channels is None else key_channels
@@ -132,7 +144,8 @@ class PixelWordAttention(nn.Module):
         self.mm_proj = conv(width, width, 1, device=device, dtype=dtype)
         self.gate_hidden = conv(width, width, 1, bias=False, device=device, dtype=dtype)
         self.gate_out = conv(width, width, 1, bias=False, device=device, dtype=dtype)
-        nn.init.zeros_(self.gate_out.weight)
+        if identity_init:
+            nn.init.zeros_(self.gate_out.weight)
         self.out_proj: nn.Module = (
             nn.Identity()
             if out_channels == guided_channels
@@ -201,6 +214,7 @@ class PixelWordAttention(nn.Module):
             f"guidance_channels={self.guidance_channels}, guided_channels={self.guided_channels}, "
             f"key_channels={self.key_channels}, out_channels={self.out_channels}, spatial_dims={self.spatial_dims}"
             + (f", guidance_1d={self.guidance_1d!r}" if self.spatial_dims == 1 else "")
+            + ("" if self.identity_init else ", identity_init=False")
         )
 
 

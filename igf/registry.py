@@ -53,7 +53,8 @@ def build_fusion_layer(
         device: Factory argument for the parameters.
         dtype: Factory argument for the parameters.
         **options: The layer's own keyword arguments, e.g. ``num_layers=3, hidden_channels=64`` for
-            ``"igf"``, ``key_channels`` for ``"pwam"``, ``hidden_channels, kernel_size`` for ``"concat"``.
+            ``"igf"``, ``key_channels, identity_init`` for ``"pwam"``, ``hidden_channels, kernel_size``
+            for ``"concat"``.
 
     Returns:
         The layer, an ``nn.Module`` that satisfies :class:`~igf.FusionLayer`.

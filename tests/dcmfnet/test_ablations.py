@@ -193,9 +193,12 @@ def test_table_ids_as_typed() -> None:
 
 def test_table_p_rows_put_one_layer_at_every_site_and_share_no_fusion_with_table_2() -> None:
     switches = {row.key: row.switches() for row in TABLES["P"].rows}
-    assert list(switches) == ["full", "peer-film", "peer-pwam", "peer-concat", "igf-words", "no-fusion"]
+    assert list(switches) == ["full", "peer-film", "peer-pwam", "peer-pwam-default-init", "peer-concat", "igf-words",
+                              "no-fusion"]  # fmt: skip
     assert [switches[key]["fusion_layer"] for key in ("peer-film", "peer-pwam", "peer-concat")] == [
         "film", "pwam", "concat"]  # fmt: skip
+    assert switches["peer-pwam-default-init"] == switches["peer-pwam"] | {"pwam_identity_init": False}
+    assert "pwam_identity_init" not in switches["peer-pwam"]  # the runs recorded before the row existed stay valid
     assert switches["igf-words"]["igf_token_pooling"] == "attention"
     assert switches["no-fusion"] == TABLES[2].rows[0].switches()
 

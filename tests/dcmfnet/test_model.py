@@ -456,6 +456,23 @@ def test_pixel_word_attention_sites_read_the_words_and_the_decoder_its_map() -> 
     assert m_dec.dim() == 4 and "guidance_mask" not in kwargs
 
 
+@pytest.mark.parametrize("identity_init", [True, False])
+def test_pixel_word_attention_at_the_decoder_cuts_the_deep_path_at_init_only_when_it_starts_as_identity(
+    identity_init: bool,
+) -> None:
+    """E_dec = PWAM(M_dec, V1) starting as the identity is E_dec = V1: the first backward reaches nothing
+    behind M_dec (the language, the deep stages, the ASPP) — the docs' ablation guide measures what that costs.
+    With PyTorch's default gate initialisation (LAVT's released code) every parameter gets a gradient."""
+    model = tiny_model(fusion_layer="pwam", pwam_identity_init=identity_init)
+    assert model.fusion_dec.identity_init is identity_init
+    images, text = inputs(model)
+    model(images, text).square().mean().backward()
+    deep = [model.text_encoder, model.backbone.stages[2], model.fusion_enc, model.aspp]
+    reached = [any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters()) for part in deep]
+    assert reached == [not identity_init] * len(deep)
+    assert all(p.grad is not None for p in model.backbone.stages[0].parameters())  # V1's path is open
+
+
 @pytest.mark.parametrize("name", ["film", "concat", "igf"])
 def test_other_layers_read_the_sentence_feature(name: str) -> None:
     model = tiny_model(fusion_layer=name)

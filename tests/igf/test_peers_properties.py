@@ -67,6 +67,23 @@ def test_residual_peers_start_as_the_identity(name: str) -> None:
     assert torch.equal(layer(torch.randn(2, 8, 3, 3), guided), guided)
 
 
+def test_pixel_word_attention_without_identity_init_uses_the_guidance_from_the_start() -> None:
+    """``identity_init=False`` (LAVT's released code): the gate is open at initialisation, so the output
+    depends on the words and the first backward reaches every weight."""
+    torch.manual_seed(0)
+    layer = PixelWordAttention(8, 6, identity_init=False)
+    tokens, guided, mask = _tokens()
+    tokens.requires_grad_(True)
+    out = layer(tokens, guided, guidance_mask=mask)
+    assert not torch.allclose(out, guided)
+    out.square().sum().backward()
+    assert tokens.grad is not None and tokens.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.parameters())
+    assert "identity_init=False" in repr(layer) and "identity_init" not in repr(PixelWordAttention(8, 6))
+    with pytest.raises(TypeError, match="identity_init must be a bool, got str 'no'"):
+        PixelWordAttention(8, 6, identity_init="no")  # type: ignore[arg-type]
+
+
 # ----------------------------------------------------------------------------- masks, padding, guidance kinds
 
 

@@ -86,6 +86,9 @@ class ModelConfig:
             ``igf``): ``igf`` (paper), or a peer from :mod:`igf` at the same widths: ``film`` (FiLM),
             ``pwam`` (LAVT's pixel-word attention, reading the words at the language sites) or
             ``concat`` (tile, concatenate, convolve). The ``igf_*`` settings below apply to ``igf`` only.
+        pwam_identity_init: With ``fusion_layer: pwam``: start every site as the identity (the language
+            gate's output weight at zero, LAVT §3.3; default) or, ``false``, keep PyTorch's default
+            initialisation, as LAVT's released code (see :class:`igf.PixelWordAttention`).
         igf_token_pooling: How the IGFs at the language sites read the expression: ``mean`` (the
             sentence feature ``L``, paper) or ``attention`` (each position attends over the words; not
             in the paper, see :class:`igf.IterativeGatedFusion`).
@@ -125,6 +128,7 @@ class ModelConfig:
     lgve2: bool = True
     mlff: str = "igf"
     fusion_layer: str = "igf"
+    pwam_identity_init: bool = True
     igf_token_pooling: str = "mean"
     igf_layers: int = 5
     igf_heads: int = 5
@@ -339,7 +343,7 @@ def _layer_options(cfg: ModelConfig, hidden: int, guidance_hidden: int, *, langu
             options["token_pooling"] = cfg.igf_token_pooling
         return options
     if cfg.fusion_layer == "pwam":
-        return {"key_channels": hidden}
+        return {"key_channels": hidden, "identity_init": cfg.pwam_identity_init}
     if cfg.fusion_layer == "concat":
         return {"hidden_channels": hidden}
     return {}

@@ -173,6 +173,7 @@ TABLE_P = Table("P", "IGF against the fusion layers people use, at every IGF sit
     Row(FULL_KEY,      "IGF",         {},                                {}),
     Row("peer-film",   "FiLM",        {"fusion_layer": "film"},          {}),
     Row("peer-pwam",   "PWAM",        {"fusion_layer": "pwam"},          {}),
+    Row("peer-pwam-default-init", "PWAM (default init)", {"fusion_layer": "pwam", "pwam_identity_init": False}, {}),
     Row("peer-concat", "Concat",      {"fusion_layer": "concat"},        {}),
     Row("igf-words",   "IGF (words)", {"igf_token_pooling": "attention"}, {}),
     Row(_NO_FUSION.key, "no fusion",  _NO_FUSION.changes,                {}),
