@@ -121,6 +121,17 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path: Path, monkey
     assert final["scheduler"] == expected["scheduler"]
 
 
+def test_resume_reads_a_setting_added_after_the_checkpoint_at_its_default(tmp_path: Path) -> None:
+    """A checkpoint written before a model setting existed was trained with that setting's default."""
+    train(tiny_config("train.epochs=1"), tmp_path)
+    state = load_checkpoint(tmp_path / "last.pt")
+    del state["config"]["model"]["pwam_identity_init"]  # as written before the setting existed
+    save_checkpoint(tmp_path / "last.pt", state)
+    with pytest.raises(CheckpointError, match=r"another config[\s\S]*model.pwam_identity_init: False != True"):
+        train(tiny_config("train.epochs=2", "model.pwam_identity_init=false"), tmp_path)
+    assert train(tiny_config("train.epochs=2"), tmp_path)["step"] == 12
+
+
 def test_resume_refuses_another_config_and_truncated_file(tmp_path: Path) -> None:
     train(tiny_config("train.epochs=1"), tmp_path)
     with pytest.raises(CheckpointError, match=r"another config[\s\S]*model.igf_layers: 3 != 2"):

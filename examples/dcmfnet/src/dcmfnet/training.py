@@ -59,7 +59,7 @@ from dcmfnet.evaluation import evaluate_model, save_prediction_gallery
 from dcmfnet.logs import METRICS_FILE, append_json_line, read_metrics
 from dcmfnet.model import DCMFNet
 from dcmfnet.precision import autocast
-from dcmfnet.train_config import OptimConfig, RunConfig, config_to_dict
+from dcmfnet.train_config import OptimConfig, RunConfig, config_to_dict, run_config_from_dict
 from dcmfnet.visualize import save_training_curves
 
 __all__ = ["LearningRateSchedule", "NonFiniteError", "TrainState", "seed_everything", "segmentation_loss", "train"]
@@ -210,11 +210,14 @@ def _resume_state(output_dir: Path, resume: str, cfg: RunConfig, *, world_size: 
         raise CheckpointError(f"{path} exists; resume it (--resume auto) or choose another --output-dir")
     state = load_checkpoint(path)
     current = config_to_dict(cfg)
+    # Read back through the config schema: a setting added after the checkpoint was written takes its default,
+    # which is what the code that wrote it did (the same as loading the model from it).
+    stored_config = config_to_dict(run_config_from_dict(state["config"], source=f"checkpoint {path}"))
     differences: list[str] = []
     for key in _RESUME_MUST_MATCH:
         section, _, field = key.partition(".")
         expected = current[section] if not field else current[section][field]
-        stored = state["config"].get(section, {})
+        stored = stored_config.get(section, {})
         found = stored if not field else stored.get(field)
         differences.extend(
             difference
