@@ -16,9 +16,9 @@ Directives:
     beside it, or,
     where none was committed, a sentence with the command that produces them.
 
-``.. dcmfnet-ablation-results::``
+``.. dcmfnet-ablation-results:: [FOLDER]``
     The same for the ``tableN.md`` reports of ``dcmfnet ablate`` committed under
-    ``examples/dcmfnet/ablations/results/``, each with its ``tableN.png``.
+    ``examples/dcmfnet/ablations/results/`` (or only its sub-folder ``FOLDER``), each with its ``tableN.png``.
 """
 
 from __future__ import annotations
@@ -162,15 +162,23 @@ class BenchmarkResults(SphinxDirective):
 
 
 class AblationResults(BenchmarkResults):
-    """The ``tableN.md`` reports of ``dcmfnet ablate`` in ``ABLATIONS``, each with its ``tableN.png``."""
+    """The ``tableN.md`` reports of ``dcmfnet ablate`` in ``ABLATIONS``, each with its ``tableN.png``.
 
+    An optional argument names one folder under ``ABLATIONS`` (one operating point, e.g. ``refcocog_like``);
+    without it every folder's tables are rendered.
+    """
+
+    optional_arguments = 1
     missing: ClassVar[tuple[str, ...]] = (
         "No ablation results are committed in this checkout yet. Produce them with ``dcmfnet ablate``",
         "(the commands above) and ``--output-dir examples/dcmfnet/ablations/results``; the tables appear here.",
     )
 
     def reports(self) -> list[Path]:
-        # One folder per benchmark kind (``results/refcocog_like/table2.md``), or the tables directly in it.
+        # One folder per operating point (``results/refcocog_like/table2.md``), or the tables directly in it.
+        if self.arguments:
+            folder = ABLATIONS / self.arguments[0]
+            return sorted(folder.glob("table*.md")) if folder.is_dir() else []
         if not ABLATIONS.is_dir():
             return []
         return sorted([*ABLATIONS.glob("table*.md"), *ABLATIONS.glob("*/table*.md")])
