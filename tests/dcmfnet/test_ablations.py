@@ -16,7 +16,7 @@ from dcmfnet.ablations.report import table_markdown
 from dcmfnet.ablations.runner import MANAGED_KEYS, METRIC_KEYS, plan_runs
 from dcmfnet.ablations.statistics import Interval, compare, mean_interval, paired_difference, t_quantile, verdict
 from dcmfnet.ablations.summary import summarize
-from dcmfnet.ablations.tables import FULL_KEY, FULL_MODEL, TABLES, rows_by_key, table_id
+from dcmfnet.ablations.tables import FULL_KEY, FULL_MODEL, LAYER_SWITCHES, TABLES, rows_by_key, table_id
 from dcmfnet.commands import ablate as command
 from dcmfnet.config import build_model, load_model_config
 from dcmfnet.errors import InputError
@@ -103,7 +103,7 @@ def test_every_row_is_a_valid_model_and_rows_sharing_a_key_are_one_model() -> No
     for table in TABLES.values():
         assert sum(row.is_full for row in table.rows) >= 1
         for row in table.rows:
-            assert set(row.changes) <= set(FULL_MODEL)
+            assert set(row.changes) <= set(FULL_MODEL) | set(LAYER_SWITCHES)
             config = load_model_config("model_cpu", [override.removeprefix("model.") for override in row.overrides()])
             for name, value in row.switches().items():
                 assert getattr(config, name) == value
@@ -325,6 +325,11 @@ def test_recorded_runs_are_skipped(ablation: Path, monkeypatch: pytest.MonkeyPat
     # and a folder of other settings is refused rather than mixed
     assert command.main([*TINY_TABLE[:-4], "--steps", "4", "--config", str(CPU_CONFIG),
                          "--output-dir", str(ablation), *ABLATION_TINY]) == 2  # fmt: skip
+    # and a config that sets a switch only some rows change (the others rely on its value) is refused
+    pwam_open = ablation.parent / "pwam_open.yaml"
+    pwam_open.write_text(Path(CPU_CONFIG).read_text().replace("model:\n", "model:\n  pwam_identity_init: false\n", 1))
+    assert command.main([*TINY_TABLE[:-1], str(pwam_open), "--output-dir", str(ablation / "other"),
+                         "--dry-run", *ABLATION_TINY]) == 2  # fmt: skip
 
 
 def test_only_reruns_a_recorded_run_with_the_same_metrics(

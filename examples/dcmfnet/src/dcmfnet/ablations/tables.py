@@ -14,7 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FULL_KEY", "FULL_MODEL", "PRECISION_KEYS", "TABLES", "Row", "Table", "TableId", "rows_by_key", "table_id"]
+__all__ = [
+    "FULL_KEY",
+    "FULL_MODEL",
+    "LAYER_SWITCHES",
+    "PRECISION_KEYS",
+    "TABLES",
+    "Row",
+    "Table",
+    "TableId",
+    "rows_by_key",
+    "table_id",
+]
 
 #: A table's name: the paper's number (2, 4, 5, 6) or ``"P"`` (this project's Table P).
 TableId = int | str
@@ -31,6 +42,9 @@ FULL_MODEL: Mapping[str, Any] = {
     "igf_token_pooling": "mean",
 }
 FULL_KEY = "full"
+#: Switches that only one layer reads, set by that layer's rows beyond :data:`FULL_MODEL` (Table P's second PWAM
+#: row); every other run takes the value given here, which ``dcmfnet ablate`` checks its config holds.
+LAYER_SWITCHES: Mapping[str, Any] = {"pwam_identity_init": True}
 PRECISION_KEYS = tuple(f"precision@{t}" for t in ("0.5", "0.6", "0.7", "0.8", "0.9"))
 
 
@@ -41,7 +55,8 @@ class Row:
     Attributes:
         key: The model's name, unique per model; rows with the same key share their runs.
         paper_row: The row as the paper labels it (``"4"``, ``"L = 3"``, ``"Conv(G_5)"``).
-        changes: Model fields (:class:`~dcmfnet.config.ModelConfig`) that differ from :data:`FULL_MODEL`.
+        changes: Model fields (:class:`~dcmfnet.config.ModelConfig`) that differ from :data:`FULL_MODEL` (or
+            from :data:`LAYER_SWITCHES`).
         paper: The paper's values in percent, keyed like our metrics (``overall_iou``, ``precision@0.5`` …).
         paper_params: The paper's parameter count in millions (Table 6), if it gives one.
     """

@@ -38,7 +38,7 @@ from dcmfnet.ablations.diagnose import diagnose
 from dcmfnet.ablations.records import check_same_settings, read_records
 from dcmfnet.ablations.report import write_reports
 from dcmfnet.ablations.runner import METRIC_KEYS, RunSpec, plan_runs, run_all, source_commit
-from dcmfnet.ablations.tables import FULL_MODEL, TABLES, Row, TableId, table_id
+from dcmfnet.ablations.tables import FULL_MODEL, LAYER_SWITCHES, TABLES, Row, TableId, table_id
 from dcmfnet.commands.base import run_command
 from dcmfnet.errors import InputError
 from dcmfnet.train_config import load_run_config
@@ -201,6 +201,11 @@ def _run_tables(args: argparse.Namespace) -> int:
     steps = args.steps if args.steps is not None else base.train.max_steps
     if steps is None or steps < 1:
         raise InputError(f"runs are compared at equal optimizer steps: pass --steps N (N >= 1), got {steps}")
+    pinned = {name: getattr(base.model, name) for name, value in LAYER_SWITCHES.items()
+              if getattr(base.model, name) != value}  # fmt: skip
+    if pinned:
+        raise InputError(f"config {config} sets {pinned}; the tables' rows expect {dict(LAYER_SWITCHES)} "
+                         "(only the rows that change it set another value)")  # fmt: skip
     differing = {name: getattr(base.model, name) for name, value in FULL_MODEL.items()
                  if getattr(base.model, name) != value}  # fmt: skip
     if differing:
