@@ -147,9 +147,14 @@ def test_served_log_has_no_share_hint(segmenter: Segmenter, capfd) -> None:
         except OSError:
             assert time.monotonic() < deadline, "the demo did not start"
             time.sleep(0.2)
+    # the server answers before launch() returns and prints our line: wait for the line, then stop it
+    log = ""
+    while f"DCMFNet demo at {url}" not in log and time.monotonic() < deadline:
+        log += "".join(capfd.readouterr())
+        time.sleep(0.2)
     app.close()
     server.join(timeout=30)
-    log = "".join(capfd.readouterr())
+    log += "".join(capfd.readouterr())
     assert f"DCMFNet demo at {url} (this machine only)" in log
     assert "share" not in log.lower() and "public link" not in log.lower(), log
 
