@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -180,6 +181,8 @@ def test_table_markdown_verdicts_and_resolution() -> None:
     assert "62.00 ± 4.97" in lines["ASGate"] and "reference" in lines["ASGate"]
     half_width = 100 * t_quantile(2) * 0.02 / math.sqrt(3)
     assert f"95% CI half-width {half_width:.2f} points over 3 seeds" in markdown
+    widest = 100 * t_quantile(2) * 0.001 / math.sqrt(3)  # ConvLSTM's differences: 3.0, 3.1, 3.2 points
+    assert f"The widest paired CI of Δ is ± {widest:.2f} points (ConvLSTMCell, 3 seeds); 2 of 2 rows" in markdown
     assert "(paper 1.77M)" in lines["ASGate"]
     with pytest.raises(InputError, match="mix several steps"):
         table_markdown(TABLES[6], [*records, _record("gate-convgru", 5, 0.5) | {"steps": 20}])
@@ -416,3 +419,68 @@ def test_a_stopped_runner_starts_no_waiting_run(
     assert runner.run_all(specs, tmp_path, jobs=1) == []
     assert started == [specs[0].run_id]
     assert capsys.readouterr().out.count("training") == 1
+
+
+# -- seeds until the paired CI is narrow ------------------------------------------------------------
+
+
+def test_seeding_docstring_example() -> None:
+    import doctest
+
+    from dcmfnet.ablations import seeding
+
+    assert doctest.testmod(seeding, report=True).failed == 0
+
+
+def test_next_seeds_reads_the_width_of_the_paired_interval_only() -> None:
+    from dcmfnet.ablations.seeding import next_seeds, wide_rows
+
+    rows = TABLES[6].rows
+    full = [0.60, 0.63, 0.61, 0.64]
+    # ConvGRU: 5 points below at every seed (a narrow CI); ConvLSTM: +-3 points around the full model (wide)
+    records = [_record(FULL_KEY, seed, value) for seed, value in enumerate(full)]
+    records += [_record("gate-convgru", seed, value - 0.05) for seed, value in enumerate(full)]
+    records += [_record("gate-convlstm", seed, value + 0.03 * (-1) ** seed) for seed, value in enumerate(full)]
+    assert wide_rows(rows, records, split="val", half_width=0.01) == ["gate-convlstm"]
+    assert next_seeds(rows, records, split="val", half_width=0.01, max_seeds=10) == {"gate-convlstm": 4}
+    assert next_seeds(rows, records, split="val", half_width=0.2, max_seeds=10) == {}  # narrow enough
+    assert next_seeds(rows, records, split="val", half_width=0.01, max_seeds=4) == {}  # out of seeds
+    # a row whose seed 1 is missing gets it first; a row with one paired seed has no CI yet
+    sparse = [r for r in records if r["run_id"] not in ("gate-convgru-s1", "gate-convgru-s2", "gate-convgru-s3")]
+    assert next_seeds(rows, sparse, split="val", half_width=0.2, max_seeds=10) == {"gate-convgru": 1}
+    with pytest.raises(ValueError, match="max_seeds must be at least 2"):
+        next_seeds(rows, records, split="val", half_width=0.01, max_seeds=1)
+    with pytest.raises(ValueError, match="half_width must be positive"):
+        next_seeds(rows, records, split="val", half_width=0.0, max_seeds=10)
+
+
+def _fake_run(spec: Any, output_dir: Path, *, commit: Any, processes: Any) -> dict[str, Any]:
+    """A record without training: the full model scores 0.60 at every seed, ConvGRU 5 +- 1 points below it
+    (alternating with the seed), so its paired CI half-width shrinks as seeds are added (12.7, 2.9, 1.8, 1.4,
+    1.2, 1.0 points at 2..7 seeds)."""
+    value = 0.60 if spec.row == FULL_KEY else 0.55 + 0.01 * (-1) ** spec.seed
+    metrics = {split: dict.fromkeys(METRIC_KEYS, value) | {"num_samples": 8} for split in spec.eval_splits}
+    return {**dataclasses.asdict(spec), "metrics": metrics, "parameters": 1000, "commit": commit, "wall_seconds": 1}
+
+
+@pytest.mark.parametrize(("max_seeds", "seeds_run"), [(10, 7), (5, 5)])
+def test_until_ci_adds_seeds_until_the_paired_ci_is_narrow_or_the_seeds_are_spent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_seeds: int, seeds_run: int
+) -> None:
+    from dcmfnet.ablations import runner
+
+    monkeypatch.setattr(runner, "execute_run", _fake_run)
+    arguments = [*TINY_TABLE, "--until-ci", "1.0", "--max-seeds", str(max_seeds), "--output-dir", str(tmp_path)]
+    assert command.main([*arguments, *ABLATION_TINY]) == 0
+    run_ids = [record["run_id"] for record in read_records(tmp_path)]
+    expected = {f"{row}-s{seed}" for row in (FULL_KEY, "gate-convgru") for seed in range(seeds_run)}
+    assert sorted(run_ids) == sorted(expected) and len(run_ids) == len(expected)  # each run once
+    assert "--until-ci 1.0 --max-seeds" in (tmp_path / "COMMAND.txt").read_text()
+    # the same command again finds nothing to add
+    monkeypatch.setattr(runner, "execute_run", lambda *args, **kwargs: pytest.fail("a recorded run ran again"))
+    assert command.main([*arguments, *ABLATION_TINY]) == 0
+
+
+@pytest.mark.parametrize("option", [["--until-ci", "0"], ["--until-ci", "-1"], ["--until-ci", "1", "--max-seeds", "1"]])
+def test_until_ci_refuses_bad_values(tmp_path: Path, option: list[str]) -> None:
+    assert command.main([*TINY_TABLE, *option, "--dry-run", "--output-dir", str(tmp_path), *ABLATION_TINY]) == 2

@@ -63,6 +63,13 @@ def _header(table: Table, records: Sequence[dict[str, Any]], results: list[RowRe
             f"the full model's {main} overall IoU is {_percent(full_interval)}: 95% CI half-width "
             f"{100 * full_interval.half_width:.2f} points over {full_interval.count} seeds."
         )
+    paired = [(result.differences[main], result.row) for result in results if result.differences.get(main)]
+    widths = [(interval.half_width, interval.count, row) for interval, row in paired if interval.half_width is not None]
+    if widths:
+        width, count, row = max(widths, key=lambda item: item[0])
+        resolution += (f" The widest paired CI of Δ is ± {100 * width:.2f} points ({row.paper_row}, {count} seeds); "
+                       f"{sum(w <= 0.01 for w, _, _ in widths)} of {len(widths)} rows are within ± 1.00 "
+                       "(the precision docs/guides/ablations.rst aims at).")  # fmt: skip
     return [
         f"# Table {table.number}: {table.title}",
         "",
@@ -73,8 +80,9 @@ def _header(table: Table, records: Sequence[dict[str, Any]], results: list[RowRe
         "of freedom). Δ is the paired difference to the full model (same seed: same initial weights where the "
         "shapes allow, same data order) with its 95% CI. Verdict: the paper's direction *holds* when the CI of Δ "
         "excludes 0 on the paper's side, *reverses* when it excludes 0 on the other side, and is *within noise* "
-        "when it contains 0. The paper's values are RefCOCO val." if table.x_axis != "cost" else
-        "Δ is read on its own: *above* or *below the full model* when its CI excludes 0, *within noise* when it "
+        "when it contains 0. The paper's values are RefCOCO val."
+        if table.x_axis != "cost"
+        else "Δ is read on its own: *above* or *below the full model* when its CI excludes 0, *within noise* when it "
         "contains 0 (the paper has no such table). Cost: training seconds per optimizer step (mean ± CI over "
         "seeds; one thread, two runs side by side on a shared 2-core machine, so compare rows, not machines), "
         "bytes saved for backward by one training step at the run's batch (docs/guides/benchmarks.rst).",

@@ -7,6 +7,7 @@ Usage::
     dcmfnet ablate --table 4 --rows L1,L3 --seeds 0,1,2 --config refcocog_umd_resnet101 --output-dir D \\
         data.root=/data/refer
     dcmfnet ablate --table P --seeds 0-3 --dataset refcocog_like --jobs 2 --output-dir D   # Table P: IGF vs peers
+    dcmfnet ablate --table P --seeds 0-3 --until-ci 1.0 --max-seeds 10 --config C --jobs 2 --output-dir D
     dcmfnet ablate --report-only --output-dir ablations/refcocog_like
     dcmfnet ablate --only mlff-concat-s3 --from ablations/refcocog_like --output-dir /tmp/rerun
     dcmfnet ablate --diagnose gate-convgru --output-dir ablations/refcocog_like
@@ -20,6 +21,11 @@ rewritten after every run; ``OUTPUT/COMMAND.txt`` keeps every command that wrote
 ``key=value`` overrides go to every run (not the model switches, seeds or steps: the runner sets
 those). ``--diagnose ROW`` compares a recorded row with the full model (loss curves; gradient norms
 and output scales at init) and writes ``OUTPUT/diagnose_ROW.md``.
+
+``--until-ci POINTS`` keeps going once ``--seeds`` are recorded: every row whose paired 95% CI of val
+overall IoU against the full model is wider than ``± POINTS`` gets its next seed (and the full model
+that seed), round after round, until every row is narrow enough or has ``--max-seeds`` seeds
+(:mod:`dcmfnet.ablations.seeding`; the rule reads the width of the interval, never the difference).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from dcmfnet.ablations.diagnose import diagnose
 from dcmfnet.ablations.records import check_same_settings, read_records
 from dcmfnet.ablations.report import write_reports
 from dcmfnet.ablations.runner import METRIC_KEYS, RunSpec, plan_runs, run_all, source_commit
+from dcmfnet.ablations.seeding import next_seeds
 from dcmfnet.ablations.tables import FULL_MODEL, LAYER_SWITCHES, TABLES, Row, TableId, table_id
 from dcmfnet.commands.base import run_command
 from dcmfnet.errors import InputError
@@ -99,6 +106,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset", choices=DATASET_KINDS, help="a built-in benchmark kind: runs the shipped config ablation_<kind>"
     )
     source.add_argument("--config", help="any run config (shipped name or YAML file), e.g. a REFER config")
+    parser.add_argument(
+        "--until-ci",
+        type=float,
+        default=None,
+        metavar="POINTS",
+        help="after --seeds, add seeds to every row whose paired 95%% CI of overall IoU (main split) is wider "
+        "than +-POINTS, e.g. 1.0, until none is or each has --max-seeds",
+    )
+    parser.add_argument(
+        "--max-seeds", type=int, default=10, help="with --until-ci: the most seeds a row gets (default 10)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each one process with one thread)")
     parser.add_argument(
         "--eval-splits",
@@ -152,6 +170,7 @@ def _command_line(args: argparse.Namespace, tables: Sequence[TableId], steps: in
         words += ["--table", *map(str, tables)]
         words += ["--rows", args.rows] if args.rows else []
         words += ["--seeds", seeds, "--steps", str(steps)]
+        words += ["--until-ci", str(args.until_ci), "--max-seeds", str(args.max_seeds)] if args.until_ci else []
         words += ["--dataset", args.dataset] if args.dataset else ["--config", args.config]
         words += ["--jobs", str(args.jobs), "--eval-splits", args.eval_splits]
     words += ["--output-dir", args.output_dir, *args.overrides]
@@ -195,6 +214,10 @@ def _run_tables(args: argparse.Namespace) -> int:
         raise InputError("choose the data: --dataset KIND (a built-in benchmark) or --config FILE")
     if args.jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.until_ci is not None and not args.until_ci > 0:
+        raise InputError(f"--until-ci expects a positive CI half-width in points, e.g. 1.0, got {args.until_ci}")
+    if args.max_seeds < 2:
+        raise InputError(f"--max-seeds must be at least 2 (a CI needs two seeds), got {args.max_seeds}")
     tables, rows = _select_rows(args.table, args.rows)
     config = f"ablation_{args.dataset}" if args.dataset else args.config
     base = load_run_config(config, args.overrides)  # fails fast on a bad config or override
@@ -230,9 +253,39 @@ def _run_tables(args: argparse.Namespace) -> int:
         for spec in specs:
             state = "recorded" if spec.run_id in records else "to run"
             print(f"  {spec.run_id:32s} {state:9s} {' '.join(spec.overrides)}")
+        if args.until_ci:
+            print(f"  then seeds for every row whose paired CI is wider than +-{args.until_ci} points "
+                  f"(at most {args.max_seeds} seeds a row)")  # fmt: skip
         return 0
     _note_command(output_dir, _command_line(args, tables, steps, seeds))
-    return _execute(pending, output_dir, args.jobs, tables)
+    status = _execute(pending, output_dir, args.jobs, tables)
+    while status == 0 and args.until_ci:
+        added = _seeds_until_narrow(rows, read_records(output_dir), specs[0], args.until_ci / 100, args.max_seeds)
+        if not added:
+            break
+        print(f"[ablate] CI wider than +-{args.until_ci} points: " + ", ".join(s.run_id for s in added), flush=True)
+        status = _execute(added, output_dir, args.jobs, tables)
+    return status
+
+
+def _seeds_until_narrow(
+    rows: Sequence[Row], records: list[dict[str, Any]], template: RunSpec, half_width: float, max_seeds: int
+) -> list[RunSpec]:
+    """The next round of ``--until-ci``: the runs (row and full model) of each wide row's next seed."""
+    seeds = next_seeds(rows, records, split=template.eval_splits[0], half_width=half_width, max_seeds=max_seeds)
+    full = next(row for row in rows if row.is_full)
+    recorded = {record["run_id"] for record in records}
+    planned: dict[str, RunSpec] = {}
+    for row in rows:
+        if row.key in seeds:
+            for spec in plan_runs(
+                [full, row], [seeds[row.key]], steps=template.steps, config=template.config,
+                dataset=template.dataset, global_overrides=template.global_overrides,
+                eval_splits=template.eval_splits,
+            ):  # fmt: skip
+                if spec.run_id not in recorded:
+                    planned.setdefault(spec.run_id, spec)
+    return list(planned.values())
 
 
 def _run_only(args: argparse.Namespace) -> int:
