@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import igf
 from dcmfnet.ablations.cost import learning_curve, saved_activation_bytes
 from dcmfnet.ablations.records import append_record
 from dcmfnet.ablations.tables import TABLES, Row, TableId
@@ -153,13 +154,16 @@ def plan_runs(
 
 
 def source_commit() -> str | None:
-    """The git commit of the dcmfnet sources, with ``+dirty`` when tracked files differ; None outside git."""
+    """The git commit of the dcmfnet sources, with ``+dirty`` when tracked source files of dcmfnet or igf differ
+    (results written into the checkout, such as ``runs.jsonl``, do not count); None outside git."""
     folder = Path(__file__).resolve().parent
+    sources = [str(folder.parent), str(Path(igf.__file__).resolve().parent)]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True)
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder, capture_output=True, text=True
-        )
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *sources],
+            cwd=folder, capture_output=True, text=True,
+        )  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
