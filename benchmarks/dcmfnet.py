@@ -3,8 +3,12 @@
 A case whose config cannot be found, or a missing ``dcmfnet`` package, is an error
 of that case (recorded, and the run exits 1), never a silent skip.
 
-Uses the example package's public interface only (``dcmfnet.config``:
-``ModelConfig`` and ``build_model``; ``DCMFNet.forward(images, text)``,
+A case may name a row of one of DCMFNet's ablation tables (``dcmfnet.ablations.tables``): its model is then the
+config's with that row's switches on top (the full model's, :data:`~dcmfnet.ablations.tables.FULL_MODEL`, updated
+by the row's changes), as ``dcmfnet ablate`` trains it (docs/guides/ablations.rst).
+
+Uses the example package's public interface only (``dcmfnet.train_config.load_model_section``,
+``dcmfnet.config.build_model``; ``dcmfnet.ablations.tables``; ``DCMFNet.forward(images, text)``,
 ``model.tokenize`` and ``model.parameter_groups``).
 """
 
@@ -12,26 +16,84 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from benchmarks.workload import Precision, Workload, autocast_context
 
+if TYPE_CHECKING:
+    from dcmfnet.ablations.tables import Row, TableId
+    from dcmfnet.config import ModelConfig
 
-def _build(config: str, device: torch.device) -> tuple[Any, str]:
-    """The model of ``config`` and a note on its text encoder.
+
+def table_row(table: TableId, key: str) -> Row:
+    """The row ``key`` of the ablation table ``table`` (``dcmfnet.ablations.tables.TABLES``).
+
+    Raises:
+        KeyError: No such table.
+        ValueError: The table has no row ``key`` (the message lists its rows).
+    """
+    from dcmfnet.ablations.tables import TABLES
+
+    rows = TABLES[table].rows
+    for row in rows:
+        if row.key == key:
+            return row
+    raise ValueError(f"table {table} has no row {key!r}; its rows: {', '.join(TABLES[table].keys())}")
+
+
+def model_config(case: DCMFNetCase) -> ModelConfig:
+    """The model of a case: its config's (a model config, or a run config's ``model`` section) with its row's switches.
+
+    A row's switches are :data:`~dcmfnet.ablations.tables.LAYER_SWITCHES` updated by ``Row.switches()`` (the full
+    model's switches updated by the row's changes), set with :func:`dataclasses.replace` (which validates them).
+
+    Raises:
+        FileNotFoundError: The config is neither a file nor a shipped config.
+        ValueError: The case names a row that its table does not have, or a switch is invalid.
+    """
+    from dcmfnet.train_config import load_model_section
+
+    cfg = load_model_section(case.config)
+    if case.table is None:
+        return cfg
+    from dcmfnet.ablations.tables import LAYER_SWITCHES
+
+    return dataclasses.replace(cfg, **{**LAYER_SWITCHES, **table_row(case.table, case.row).switches()})
+
+
+def run_config_sizes(config: str) -> tuple[int, int, int]:
+    """``(batch, image size, tokens per expression)`` of a run config, as its training steps use them.
+
+    The tokens are the data section's expression length (``dcmfnet.data.build.max_tokens_for``: 16 for the
+    built-in benchmark kinds), the length the trainer tokenizes to.
+
+    Raises:
+        FileNotFoundError: The config is neither a file nor a shipped config.
+    """
+    from dcmfnet.data.build import max_tokens_for
+    from dcmfnet.train_config import load_run_config
+
+    cfg = load_run_config(config)
+    return cfg.train.batch_size, cfg.data.image_size, max_tokens_for(cfg.data)
+
+
+def _build(config: str | ModelConfig, device: torch.device) -> tuple[Any, str]:
+    """The model of ``config`` (a config's name or path, read by ``load_model_section``, or a built config) and a
+    note on its text encoder.
 
     When the configured text encoder cannot be loaded (the paper configs name
     ``bert-base-uncased``, and nothing is downloaded here), a randomly initialised
     BERT-base built from ``transformers.BertConfig()`` takes its place: same shapes,
     same cost.
     """
-    from dcmfnet.config import build_model, load_model_config
+    from dcmfnet.config import build_model
+    from dcmfnet.train_config import load_model_section
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download weights at run time
-    cfg = load_model_config(config)
+    cfg = load_model_section(config) if isinstance(config, str) else config
     try:
         return build_model(cfg).to(device), cfg.text_encoder
     except OSError:
@@ -58,7 +120,7 @@ def build_dcmfnet_step(case: DCMFNetCase, device: torch.device) -> Workload:
 
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    model, text_note = _build(case.config, device)
+    model, text_note = _build(model_config(case), device)
     if case.channels_last:
         model = model.to(memory_format=torch.channels_last)
     b, s = case.batch, case.image_size
@@ -115,6 +177,9 @@ class DCMFNetCase:
         batch: images per step.
         image_size: square input size.
         text_length: tokens per expression.
+        table: with ``row``, an ablation table (``dcmfnet.ablations.tables.TABLES``, e.g. ``"P"``) whose row
+            ``row`` switches the config's model (:func:`model_config`); ``None``: the config's own model.
+        row: the key of that row (``"peer-film"``); part of the case's name.
     """
 
     config: str
@@ -126,14 +191,22 @@ class DCMFNetCase:
     compiled: bool = False
     channels_last: bool = False
     kind: str = "dcmfnet"
+    table: TableId | None = None
+    row: str = ""
 
     @property
     def name(self) -> str:
         stem = self.config.rsplit("/", 1)[-1].removesuffix(".yaml")
-        return f"dcmfnet/{stem}/{self.pass_}/{self.precision}/b{self.batch}/{self.image_size}px"
+        model = f"{stem}/{self.row}" if self.table is not None else stem
+        return f"dcmfnet/{model}/{self.pass_}/{self.precision}/b{self.batch}/{self.image_size}px"
 
     def fields(self) -> dict[str, Any]:
-        return {
+        """The case's settings for its record; a table row's case adds the row (label, changes, full model or not).
+
+        Raises:
+            KeyError, ValueError: The case names a table or a row that does not exist (:func:`table_row`).
+        """
+        fields: dict[str, Any] = {
             "config": self.config,
             "pass": self.pass_,
             "precision": self.precision,
@@ -142,6 +215,17 @@ class DCMFNetCase:
             "compiled": self.compiled,
             "channels_last": self.channels_last,
         }
+        if self.table is not None:
+            row = table_row(self.table, self.row)
+            fields.update(
+                table=self.table,
+                row=row.key,
+                row_label=row.paper_row,
+                row_changes=row.describe(),
+                full_model=row.is_full,
+                text_length=self.text_length,
+            )
+        return fields
 
     def build(self, device: torch.device) -> Workload:
         return build_dcmfnet_step(self, device)

@@ -346,6 +346,50 @@ def rank_rows(records: list[Record]) -> list[list[str]]:
     return rows
 
 
+TABLE_ROW_HEADER = [
+    "row",
+    "model",
+    "changes",
+    "parameters",
+    "median ms",
+    "IQR ms",
+    "time / full model's (medians)",
+    "time / full model's (fastest blocks)",
+    "GFLOP",
+    "peak MiB",
+    "samples/s",
+]
+
+
+def table_row_rows(records: list[Record], table: str | int) -> list[list[str]]:
+    """The DCMFNet steps of an ablation table's models: time per step and, from the alternating pair, time / the full
+    model's at the same config, pass, precision, batch and image size; parameters, FLOPs, peak memory, samples/s."""
+    rows: list[list[str]] = []
+    for r in _ok(records):
+        if r["kind"] != "dcmfnet" or r.get("table") != table:
+            continue
+        settings = ("config", "pass", "precision", "batch", "image_size", "compiled", "channels_last")
+        base = _find(records, kind="dcmfnet", table=table, full_model=True, **{k: r[k] for k in settings})
+        ratio, ratio_min = (1.0, 1.0) if r["full_model"] else _ratios(r, base)
+        flops, mem = r.get("flops"), r.get("peak_memory_bytes")
+        rows.append(
+            [
+                r["row_label"],
+                f"`{r['row']}`",
+                r["row_changes"],
+                f"{r['parameters']:,}",
+                _fmt(r["time_s"]["median"] * 1e3),
+                _fmt(r["time_s"]["iqr"] * 1e3),
+                _fmt(ratio),
+                _fmt(ratio_min),
+                _fmt(flops / 1e9 if flops else None),
+                _fmt(mem / MIB if mem is not None else None, ".1f"),
+                _fmt(r.get("items_per_s"), ".1f"),
+            ]
+        )
+    return rows
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -417,6 +461,7 @@ GROUP_TITLES = {
     "dcmfnet": "DCMFNet end to end",
     "peers": "IGF and its peers (FiLM, PWAM, concatenation), every case",
     "ranks": "IGF in 1-D, 2-D and 3-D, every case",
+    "tablep": "DCMFNet's Table P models, every case",
 }
 
 
@@ -496,6 +541,23 @@ def markdown(
             "(B, C'_v, *spatial) float32 maps of the case's own size.",
             "",
             _table(RANK_HEADER, rrows),
+            "",
+        ]
+    for table in dict.fromkeys(r["table"] for r in _ok(records) if r["kind"] == "dcmfnet" and "table" in r):
+        first = next(r for r in _ok(records) if r.get("table") == table)
+        lines += [
+            f"## Table {table} rows: training step",
+            "",
+            f"DCMFNet's training step (forward, BCE loss, backward, Adam step; {first['precision']}) for each model "
+            f"of its ablation Table {table} (`dcmfnet.ablations.tables`): the run config `{first['config']}`'s "
+            "model with the row's switches, as `dcmfnet ablate` trains it, at batch "
+            f"{first['batch']}, {first['image_size']} x {first['image_size']} images and "
+            f"{first['text_length']} tokens per expression. *Time / full model's*: the pair re-timed in "
+            "alternating blocks (A B A B ...), so it holds on a machine whose load changes, unlike times per step "
+            "from training runs on different machines. Saved activations per step are not measured here; the "
+            "ablation records have them (`dcmfnet.ablations.cost`, deterministic).",
+            "",
+            _table(TABLE_ROW_HEADER, table_row_rows(records, table)),
             "",
         ]
     ok = _ok(records)

@@ -19,6 +19,9 @@ peers       IGF, FiLM, PWAM and concatenation at every placement, same widths (a
             language sites, the map at E_dec); on a CPU also E_enc and E_dec at the paper's channel widths
 ranks       full IGF on a sequence (B, C, T), an image and a short clip (B, C, D, H, W) with kernel (1, 3, 3)
             and (3, 3, 3), about the same number of positions, at E3's widths
+tablep      DCMFNet's training step for every model of its ablation Table P (dcmfnet.ablations.tables), at the run
+            config ``ablation_clean_refcocog_like`` (batch 32, 64 x 64, 16 tokens; batch 4 with --quick), each
+            row's step against the full model's in alternating blocks
 ==========  ==================================================================
 
 A case that several groups need (e.g. the eager fp32 IGF at the variant
@@ -28,7 +31,7 @@ placement) is measured once and tagged with every group that uses it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -46,7 +49,10 @@ from benchmarks.cases import (
     placements_for,
     spec_memory_placements,
 )
-from benchmarks.dcmfnet import DCMFNetCase
+from benchmarks.dcmfnet import DCMFNetCase, run_config_sizes, table_row
+
+if TYPE_CHECKING:
+    from dcmfnet.ablations.tables import TableId
 
 GROUPS: tuple[str, ...] = (
     "gate",
@@ -61,8 +67,13 @@ GROUPS: tuple[str, ...] = (
     "dcmfnet",
     "peers",
     "ranks",
+    "tablep",
 )
 PASSES: tuple[Pass, ...] = ("fwd", "fwdbwd")
+#: The run config of the ``tablep`` group: the one Table P's runs train with (docs/guides/ablations.rst).
+TABLEP_CONFIG = "ablation_clean_refcocog_like"
+#: Images per step of the ``tablep`` group with ``--quick`` (the smoke run), instead of the config's batch.
+TABLEP_QUICK_BATCH = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +152,26 @@ def rank_shapes(quick: bool) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], .
     return (((225,), (3,)), ((15, 15), (3, 3)), ((4, 8, 8), (1, 3, 3)), ((4, 8, 8), (3, 3, 3)))
 
 
+def table_cases(table: TableId, config: str, quick: bool) -> list[DCMFNetCase]:
+    """One fp32 training-step case per distinct model (row key) of an ablation table, in the table's order.
+
+    Each case is ``config``'s model with the row's switches (:func:`benchmarks.dcmfnet.model_config`), at the run
+    config's batch, image size and expression length (:func:`benchmarks.dcmfnet.run_config_sizes`), the batch
+    :data:`TABLEP_QUICK_BATCH` with ``quick``.
+
+    Args:
+        table: The table's name in ``dcmfnet.ablations.tables.TABLES`` (``"P"``).
+        config: A shipped run config's name, or the path of one.
+        quick: Use the smoke run's batch.
+    """
+    from dcmfnet.ablations.tables import TABLES
+
+    batch, size, tokens = run_config_sizes(config)
+    batch = TABLEP_QUICK_BATCH if quick else batch
+    keys = TABLES[table].keys()
+    return [DCMFNetCase(config, "train", batch, size, tokens, table=table, row=key) for key in keys]
+
+
 def build_suite(
     device: torch.device, quick: bool, groups: tuple[str, ...] = GROUPS, output_stride: int = 8
 ) -> list[tuple[Any, list[str]]]:
@@ -211,6 +242,9 @@ def build_suite(
     for config, batch, size in s.dcmfnet:
         for dpass in ("infer", "train"):
             add("dcmfnet", DCMFNetCase(config, dpass, batch, size))
+    if "tablep" in groups:  # the only group that needs dcmfnet's tables to list its cases
+        for case in table_cases("P", TABLEP_CONFIG, quick):
+            add("tablep", case)
     return [(c, g) for c, g in tagged.items()]
 
 
@@ -220,10 +254,16 @@ def comparison_pairs(cases: list[Any], *, include_compiled: bool = True) -> list
     Each pair is re-timed in alternating blocks so that its ratio does not drift with
     the machine's load: ConvLSTM / ASGate and ConvGRU / ASGate gate steps (fwd+bwd),
     checkpointing on / off at L = 5, tiled map / vector guidance, compiled / eager,
-    fused / plain, channels_last / contiguous; and each peer layer / IGF at the same placement and pass.
+    fused / plain, channels_last / contiguous; each peer layer / IGF at the same placement and pass; and each
+    ablation-table row's DCMFNet step / the full model's (the table's full row) at the same settings.
     """
     present = set(cases)
     pairs: list[tuple[Any, Any]] = []
+    full_rows = {
+        dataclasses.replace(c, row=""): c
+        for c in cases
+        if isinstance(c, DCMFNetCase) and c.table is not None and table_row(c.table, c.row).is_full
+    }
     for c in cases:
         if isinstance(c, GateCase) and c.gate == "asgate" and c.pass_ == "fwdbwd":
             pairs += [(dataclasses.replace(c, gate=g), c) for g in ("convlstm", "convgru")]
@@ -239,4 +279,8 @@ def comparison_pairs(cases: list[Any], *, include_compiled: bool = True) -> list
             pairs.append((c, dataclasses.replace(c, channels_last=False)))
         elif isinstance(c, PeerCase) and c.layer != "igf":
             pairs.append((c, dataclasses.replace(c, layer="igf")))
+        elif isinstance(c, DCMFNetCase) and c.table is not None:
+            full = full_rows.get(dataclasses.replace(c, row=""))
+            if full is not None and full != c:
+                pairs.append((c, full))
     return [(a, b) for a, b in pairs if a in present and b in present]
