@@ -408,7 +408,8 @@ def test_a_stopped_runner_starts_no_waiting_run(
 
     started: list[str] = []
 
-    def stopped_during_the_first_run(spec: Any, output_dir: Path, *, commit: Any, processes: Any) -> dict[str, Any]:
+    def stopped_during_the_first_run(spec: Any, output_dir: Path, **kwargs: Any) -> dict[str, Any]:
+        processes = kwargs["processes"]
         started.append(spec.run_id)
         processes.stop()  # the stop request arrives while this run trains
         metrics = {split: {"overall_iou": 0.5} for split in spec.eval_splits}
@@ -454,7 +455,7 @@ def test_next_seeds_reads_the_width_of_the_paired_interval_only() -> None:
         next_seeds(rows, records, split="val", half_width=0.0, max_seeds=10)
 
 
-def _fake_run(spec: Any, output_dir: Path, *, commit: Any, processes: Any) -> dict[str, Any]:
+def _fake_run(spec: Any, output_dir: Path, *, commit: Any, processes: Any, cpu_capability: Any) -> dict[str, Any]:
     """A record without training: the full model scores 0.60 at every seed, ConvGRU 5 +- 1 points below it
     (alternating with the seed), so its paired CI half-width shrinks as seeds are added (12.7, 2.9, 1.8, 1.4,
     1.2, 1.0 points at 2..7 seeds)."""
@@ -484,3 +485,48 @@ def test_until_ci_adds_seeds_until_the_paired_ci_is_narrow_or_the_seeds_are_spen
 @pytest.mark.parametrize("option", [["--until-ci", "0"], ["--until-ci", "-1"], ["--until-ci", "1", "--max-seeds", "1"]])
 def test_until_ci_refuses_bad_values(tmp_path: Path, option: list[str]) -> None:
     assert command.main([*TINY_TABLE, *option, "--dry-run", "--output-dir", str(tmp_path), *ABLATION_TINY]) == 2
+
+
+# -- the CPU instruction set a run is held to --------------------------------------------------------
+
+
+def test_a_pinned_cpu_capability_reaches_the_subprocesses() -> None:
+    import torch
+
+    from dcmfnet.ablations import runner
+
+    environment = runner._one_thread_environment("avx2")
+    assert environment["ATEN_CPU_CAPABILITY"] == "avx2" and environment["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert environment["OMP_NUM_THREADS"] == "1"
+    with pytest.raises(InputError, match="one of avx2, avx512, got 'sse'"):
+        runner._one_thread_environment("sse")
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip("not an x86 CPU with AVX2")
+    assert runner.cpu_capability_of(environment) == "AVX2"
+    assert runner.cpu_capability_of(runner._one_thread_environment()) == torch.backends.cpu.get_cpu_capability()
+
+
+def test_records_keep_the_cpu_capability_and_only_reruns_with_it(
+    ablation: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    records = read_records(ablation)
+    assert {record["cpu_capability"] for record in records} == {torch.backends.cpu.get_cpu_capability()}
+    held: list[Any] = []
+
+    def capture(specs: Any, output_dir: Path, **kwargs: Any) -> list[str]:
+        held.append(kwargs["cpu_capability"])
+        raise KeyboardInterrupt  # nothing to train: stop as a stopped runner does
+
+    monkeypatch.setattr("dcmfnet.commands.ablate.run_all", capture)
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "runs.jsonl").write_text(
+        "".join(json.dumps(record | {"cpu_capability": "AVX2"}) + "\n" for record in records)
+    )
+    assert command.main(["--only", "full-s0", "--from", str(source), "--output-dir", str(tmp_path / "a")]) == 130
+    assert command.main(["--only", "full-s0", "--from", str(source), "--output-dir", str(tmp_path / "b"),
+                         "--cpu-capability", "avx512"]) == 130  # fmt: skip
+    assert held == ["avx2", "avx512"]
+    assert "--cpu-capability avx2" in (tmp_path / "a" / "COMMAND.txt").read_text()

@@ -30,10 +30,32 @@ from dcmfnet.errors import InputError
 from dcmfnet.loading import load_model_from_checkpoint
 from dcmfnet.model_stats import count_parameters
 
-__all__ = ["RunFailed", "RunSpec", "execute_run", "plan_runs", "run_all", "source_commit"]
+__all__ = [
+    "CPU_CAPABILITIES",
+    "RunFailed",
+    "RunSpec",
+    "cpu_capability_of",
+    "execute_run",
+    "plan_runs",
+    "run_all",
+    "source_commit",
+]
 
 #: Run-config keys the runner sets itself (from --seeds and --steps, and the equal-steps protocol).
 MANAGED_KEYS = ("train.seed", "train.max_steps", "train.epochs", "optim.schedule_by", "train.max_train_minutes")
+#: ``--cpu-capability`` → the environment that holds PyTorch's kernels (``ATEN_CPU_CAPABILITY``), oneDNN's
+#: convolutions (``ONEDNN_MAX_CPU_ISA``) and MKL's BLAS (``MKL_ENABLE_INSTRUCTIONS``) to that instruction set. A
+#: run is bit-for-bit repeatable on one machine, but AVX2 and AVX-512 kernels round differently and training
+#: amplifies the difference (docs/guides/ablations.rst, "Reproducing a run"); pinned, a run repeats on any machine
+#: that has the instruction set.
+CPU_CAPABILITIES: dict[str, dict[str, str]] = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "avx512": {
+        "ATEN_CPU_CAPABILITY": "avx512",
+        "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX512",
+    },
+}
 #: The metrics a record keeps per split (paper §4.1; :mod:`dcmfnet.metrics`).
 METRIC_KEYS = ("overall_iou", "mean_iou", *(f"precision@{t}" for t in ("0.5", "0.6", "0.7", "0.8", "0.9")))
 
@@ -170,21 +192,24 @@ def source_commit() -> str | None:
 
 
 class _Processes:
-    """The live subprocesses, so that a stop request reaches them (the trainer saves ``last.pt`` on SIGTERM)."""
+    """The live subprocesses, so that a stop request reaches them (the trainer saves ``last.pt`` on SIGTERM).
 
-    def __init__(self) -> None:
+    Args:
+        cpu_capability: A key of :data:`CPU_CAPABILITIES` that every subprocess is held to, or None.
+    """
+
+    def __init__(self, cpu_capability: str | None = None) -> None:
         self.lock = threading.Lock()
         self.live: set[subprocess.Popen[bytes]] = set()
         self.stopping = threading.Event()
+        self.environment = _one_thread_environment(cpu_capability)
 
     def call(self, command: list[str], log: Path) -> int:
         with self.lock:
             if self.stopping.is_set():
                 raise RunFailed("stopped before it started")
             with log.open("ab") as handle:
-                process = subprocess.Popen(
-                    command, stdout=handle, stderr=subprocess.STDOUT, env=_one_thread_environment()
-                )
+                process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=self.environment)
             self.live.add(process)
         try:
             return process.wait()
@@ -202,8 +227,29 @@ class _Processes:
             process.wait()
 
 
-def _one_thread_environment() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+def _one_thread_environment(cpu_capability: str | None = None) -> dict[str, str]:
+    """The subprocesses' environment: one thread, and the instruction set of ``cpu_capability`` if given.
+
+    Raises:
+        InputError: ``cpu_capability`` is not a key of :data:`CPU_CAPABILITIES`.
+    """
+    if cpu_capability is not None and cpu_capability not in CPU_CAPABILITIES:
+        raise InputError(f"cpu capability must be one of {', '.join(CPU_CAPABILITIES)}, got {cpu_capability!r}")
+    pinned = CPU_CAPABILITIES[cpu_capability] if cpu_capability else {}
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **pinned}
+
+
+def cpu_capability_of(environment: dict[str, str]) -> str:
+    """The instruction set PyTorch dispatches its CPU kernels to in a subprocess of ``environment`` (``"AVX2"`` …).
+
+    Raises:
+        RunFailed: The subprocess could not report it (e.g. ``ATEN_CPU_CAPABILITY`` names a set this CPU lacks).
+    """
+    probe = [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"]
+    result = subprocess.run(probe, env=environment, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RunFailed(f"could not read the CPU capability: {result.stderr.strip()[-500:]}")
+    return result.stdout.strip()
 
 
 def _dcmfnet(*arguments: str) -> list[str]:
@@ -224,7 +270,12 @@ def _kept_metrics(scores: dict[str, Any]) -> dict[str, float]:
 
 
 def execute_run(
-    spec: RunSpec, output_dir: Path, *, commit: str | None, processes: _Processes | None = None
+    spec: RunSpec,
+    output_dir: Path,
+    *,
+    commit: str | None,
+    processes: _Processes | None = None,
+    cpu_capability: str | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one run in ``output_dir/runs/RUN_ID``; returns its record.
 
@@ -273,6 +324,7 @@ def execute_run(
         "wall_seconds": round(time.perf_counter() - start, 2),
         "resumed": resumed,
         "commit": commit,
+        **({"cpu_capability": cpu_capability} if cpu_capability else {}),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -283,6 +335,7 @@ def run_all(
     *,
     jobs: int = 1,
     on_record: Callable[[dict[str, Any]], object] | None = None,
+    cpu_capability: str | None = None,
 ) -> list[str]:
     """Execute ``specs`` with ``jobs`` runs at a time, appending each record to ``runs.jsonl`` as it finishes.
 
@@ -291,12 +344,16 @@ def run_all(
         output_dir: The ablation's output folder.
         jobs: Runs at a time.
         on_record: Called with each new record (e.g. to refresh the reports).
+        cpu_capability: A key of :data:`CPU_CAPABILITIES` to hold every run to, or None for the machine's best.
+            Either way each record keeps the instruction set its runs used (``cpu_capability``).
 
     Returns:
         One message per failed run (the others still ran).
     """
     commit = source_commit()
-    processes = _Processes()
+    processes = _Processes(cpu_capability)
+    specs = list(specs)
+    used = cpu_capability_of(processes.environment) if specs else None
     write_lock = threading.Lock()
     failures: list[str] = []
 
@@ -304,7 +361,7 @@ def run_all(
         if processes.stopping.is_set():  # stopped while this run waited for a worker: it never starts
             return
         print(f"[ablate] {spec.run_id}: training {spec.steps} steps", flush=True)
-        record = execute_run(spec, output_dir, commit=commit, processes=processes)
+        record = execute_run(spec, output_dir, commit=commit, processes=processes, cpu_capability=used)
         with write_lock:
             append_record(output_dir, record)
             oiou = record["metrics"][spec.eval_splits[0]]["overall_iou"]

@@ -22,6 +22,10 @@ rewritten after every run; ``OUTPUT/COMMAND.txt`` keeps every command that wrote
 those). ``--diagnose ROW`` compares a recorded row with the full model (loss curves; gradient norms
 and output scales at init) and writes ``OUTPUT/diagnose_ROW.md``.
 
+``--cpu-capability avx2`` holds every run to one CPU instruction set: a run repeats bit for bit on the
+same machine, but AVX2 and AVX-512 kernels round differently and training amplifies it; each record
+keeps the instruction set it ran with (``cpu_capability``), and ``--only`` reruns with the recorded one.
+
 ``--until-ci POINTS`` keeps going once ``--seeds`` are recorded: every row whose paired 95% CI of val
 overall IoU against the full model is wider than ``± POINTS`` gets its next seed (and the full model
 that seed), round after round, until every row is narrow enough or has ``--max-seeds`` seeds
@@ -43,7 +47,7 @@ from typing import Any
 from dcmfnet.ablations.diagnose import diagnose
 from dcmfnet.ablations.records import check_same_settings, read_records
 from dcmfnet.ablations.report import write_reports
-from dcmfnet.ablations.runner import METRIC_KEYS, RunSpec, plan_runs, run_all, source_commit
+from dcmfnet.ablations.runner import CPU_CAPABILITIES, METRIC_KEYS, RunSpec, plan_runs, run_all, source_commit
 from dcmfnet.ablations.seeding import next_seeds
 from dcmfnet.ablations.tables import FULL_MODEL, LAYER_SWITCHES, TABLES, Row, TableId, table_id
 from dcmfnet.commands.base import run_command
@@ -117,6 +121,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-seeds", type=int, default=10, help="with --until-ci: the most seeds a row gets (default 10)"
     )
+    parser.add_argument(
+        "--cpu-capability",
+        choices=tuple(CPU_CAPABILITIES),
+        default=None,
+        help="hold every run to this CPU instruction set (runs repeat bit for bit on any machine that has it; "
+        "default: the machine's best; --only defaults to the recorded run's)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each one process with one thread)")
     parser.add_argument(
         "--eval-splits",
@@ -173,6 +184,7 @@ def _command_line(args: argparse.Namespace, tables: Sequence[TableId], steps: in
         words += ["--until-ci", str(args.until_ci), "--max-seeds", str(args.max_seeds)] if args.until_ci else []
         words += ["--dataset", args.dataset] if args.dataset else ["--config", args.config]
         words += ["--jobs", str(args.jobs), "--eval-splits", args.eval_splits]
+    words += ["--cpu-capability", args.cpu_capability] if args.cpu_capability else []
     words += ["--output-dir", args.output_dir, *args.overrides]
     return shlex.join(words)
 
@@ -190,11 +202,14 @@ def _interrupt_on_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, handle)
 
 
-def _execute(specs: list[RunSpec], output_dir: Path, jobs: int, tables: Sequence[TableId]) -> int:
+def _execute(
+    specs: list[RunSpec], output_dir: Path, jobs: int, tables: Sequence[TableId], cpu_capability: str | None
+) -> int:
     """Run ``specs``, refreshing the reports after each; the exit status."""
     previous = _interrupt_on_sigterm()
     try:
-        failures = run_all(specs, output_dir, jobs=jobs, on_record=lambda record: write_reports(output_dir, tables))
+        failures = run_all(specs, output_dir, jobs=jobs, cpu_capability=cpu_capability,
+                           on_record=lambda record: write_reports(output_dir, tables))  # fmt: skip
     except KeyboardInterrupt:
         print("[ablate] stopped: the trainers saved last.pt; run the same command to resume", file=sys.stderr)
         return 130
@@ -258,13 +273,13 @@ def _run_tables(args: argparse.Namespace) -> int:
                   f"(at most {args.max_seeds} seeds a row)")  # fmt: skip
         return 0
     _note_command(output_dir, _command_line(args, tables, steps, seeds))
-    status = _execute(pending, output_dir, args.jobs, tables)
+    status = _execute(pending, output_dir, args.jobs, tables, args.cpu_capability)
     while status == 0 and args.until_ci:
         added = _seeds_until_narrow(rows, read_records(output_dir), specs[0], args.until_ci / 100, args.max_seeds)
         if not added:
             break
         print(f"[ablate] CI wider than +-{args.until_ci} points: " + ", ".join(s.run_id for s in added), flush=True)
-        status = _execute(added, output_dir, args.jobs, tables)
+        status = _execute(added, output_dir, args.jobs, tables, args.cpu_capability)
     return status
 
 
@@ -302,16 +317,21 @@ def _run_only(args: argparse.Namespace) -> int:
         raise InputError(f"no run {args.only!r} in {source / 'runs.jsonl'}; recorded: {', '.join(records) or 'none'}")
     recorded = records[args.only]
     spec = RunSpec.from_record(recorded)
+    recorded_capability = str(recorded.get("cpu_capability", "")).lower()
+    if args.cpu_capability is None and recorded_capability in CPU_CAPABILITIES:
+        args.cpu_capability = recorded_capability  # the instruction set the run was recorded with
     _note_command(output_dir, _command_line(args, [], None, ""))
     reruns = {record["run_id"]: record for record in read_records(output_dir)}
     if spec.run_id not in reruns:
-        status = _execute([spec], output_dir, 1, list(spec.table))
+        status = _execute([spec], output_dir, 1, list(spec.table), args.cpu_capability)
         if status:
             return status
         reruns = {record["run_id"]: record for record in read_records(output_dir)}
     rerun = reruns[spec.run_id]
     print(
-        f"{spec.run_id}: recorded in {source} (commit {recorded.get('commit')}), rerun (commit {rerun.get('commit')})"
+        f"{spec.run_id}: recorded in {source} (commit {recorded.get('commit')}, CPU "
+        f"{recorded.get('cpu_capability', 'not recorded')}), rerun (commit {rerun.get('commit')}, CPU "
+        f"{rerun.get('cpu_capability', 'not recorded')})"
     )
     print(f"{'split':8s} {'metric':15s} {'recorded':>10s} {'rerun':>10s} {'difference':>11s}")
     for split in spec.eval_splits:
